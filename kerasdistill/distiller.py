@@ -1,0 +1,160 @@
+"""The Distiller: a `keras.Model` training a student against a frozen teacher."""
+
+import keras
+from keras import ops
+
+from kerasdistill.methods.base import DistillationMethod
+from kerasdistill.models.taps import LOGITS, tap_model
+from kerasdistill.ops import sparse_cross_entropy
+
+IMAGE_KEY = "image"
+INDEX_KEY = "index"
+
+
+def _split_inputs(x):
+    """Returns `(images, sample_indices)` from a batch's `x`."""
+    if isinstance(x, dict):
+        if IMAGE_KEY not in x:
+            raise ValueError(
+                f"Dict inputs must hold the images under {IMAGE_KEY!r} (and optionally "
+                f"dataset indices under {INDEX_KEY!r}); got keys {sorted(x)}."
+            )
+        return x[IMAGE_KEY], x.get(INDEX_KEY)
+    return x, None
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class Distiller(keras.Model):
+    """Trains `student` with cross-entropy plus the loss terms of `methods`.
+
+    One training step runs the frozen teacher once in inference mode (no
+    gradient) and the student once in training mode, each through a tapped
+    model returning the feature maps the methods need; each method returns
+    named weighted loss terms. The total loss is
+    `ce_weight * CE + sum(method terms) + regularization losses`. Evaluation
+    (`evaluate`, `predict`, `__call__`) runs the student alone.
+
+    Batches are `(images, labels)`, or `({"image": images, "index": idx},
+    labels)` for methods that need each sample's dataset index (CRD).
+
+    Args:
+        teacher: Functional `keras.Model` mapping images to logits; frozen.
+        student: Functional `keras.Model` mapping images to logits.
+        methods: A `DistillationMethod`, a list of them, or `None` (the
+            student alone, trained with cross-entropy).
+        ce_weight: Weight of the cross-entropy term.
+        teacher_taps: Optional dict `{tap: layer_name}` renaming taps of the
+            teacher (for models outside the zoo).
+        student_taps: Same for the student.
+        **kwargs: Passed to `keras.Model` (`name`).
+    """
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        methods=None,
+        ce_weight=1.0,
+        teacher_taps=None,
+        student_taps=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if methods is None:
+            methods = []
+        elif isinstance(methods, DistillationMethod):
+            methods = [methods]
+        for method in methods:
+            if not isinstance(method, DistillationMethod):
+                raise TypeError(
+                    f"Each method must be a kerasdistill DistillationMethod; got {method!r}."
+                )
+        self.teacher = teacher
+        self.student = student
+        self.methods = list(methods)
+        self.ce_weight = float(ce_weight)
+        self.teacher_tap_renames = dict(teacher_taps or {})
+        self.student_tap_renames = dict(student_taps or {})
+        self.teacher.trainable = False
+
+        self._teacher_taps = tap_model(
+            teacher, self._tap_spec(teacher_taps, [t for m in methods for t in m.teacher_taps])
+        )
+        self._student_taps = tap_model(
+            student, self._tap_spec(student_taps, [t for m in methods for t in m.student_taps])
+        )
+        teacher_shapes = {k: v.shape for k, v in self._teacher_taps.output.items()}
+        student_shapes = {k: v.shape for k, v in self._student_taps.output.items()}
+        for method in self.methods:
+            method.build_from_taps(
+                {t: teacher_shapes[t] for t in method.teacher_taps},
+                {t: student_shapes[t] for t in method.student_taps},
+            )
+
+        self._loss_trackers = {"loss_ce": keras.metrics.Mean(name="loss_ce")}
+        for method in self.methods:
+            for term in method.loss_terms():
+                if term in self._loss_trackers:
+                    raise ValueError(f"Two methods report the same loss term {term!r}.")
+                self._loss_trackers[term] = keras.metrics.Mean(name=term)
+        self.loss_trackers = list(self._loss_trackers.values())
+
+    @staticmethod
+    def _tap_spec(renames, taps):
+        renames = renames or {}
+        return {tap: renames.get(tap, tap) for tap in dict.fromkeys(taps)}
+
+    def call(self, inputs, training=None):
+        images, _ = _split_inputs(inputs)
+        return self._student_taps(images, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        ce = sparse_cross_entropy(y, y_pred[LOGITS])
+        if not training:
+            # Evaluation scores the student alone: plain, unweighted cross-entropy.
+            self._loss_trackers["loss_ce"].update_state(ce)
+            return ce
+        terms = {"loss_ce": self.ce_weight * ce}
+        if self.methods:
+            images, sample_indices = _split_inputs(x)
+            teacher_outputs = self._teacher_taps(images, training=False)
+            teacher_outputs = {k: ops.stop_gradient(v) for k, v in teacher_outputs.items()}
+            step = self.optimizer.iterations if self.optimizer is not None else None
+            for method in self.methods:
+                terms.update(
+                    method(
+                        teacher_outputs,
+                        y_pred,
+                        labels=y,
+                        sample_indices=sample_indices,
+                        step=step,
+                    )
+                )
+        total = ops.sum(ops.stack([ops.cast(v, "float32") for v in terms.values()]))
+        for loss in self.losses:
+            total = total + ops.sum(ops.cast(loss, "float32"))
+        for name, value in terms.items():
+            self._loss_trackers[name].update_state(value)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, y, y_pred[LOGITS], sample_weight)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "student": keras.saving.serialize_keras_object(self.student),
+            "methods": [keras.saving.serialize_keras_object(m) for m in self.methods],
+            "ce_weight": self.ce_weight,
+            "teacher_taps": self.teacher_tap_renames,
+            "student_taps": self.student_tap_renames,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("teacher", "student"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        config["methods"] = [keras.saving.deserialize_keras_object(m) for m in config["methods"]]
+        return cls(**config)

@@ -1,0 +1,35 @@
+"""Name -> class registry of distillation methods (the `--method` flag)."""
+
+_METHODS = {}
+
+
+def register(name):
+    """Class decorator registering a `DistillationMethod` under `name`."""
+
+    def decorator(cls):
+        if name in _METHODS:
+            raise ValueError(f"Method {name!r} is already registered.")
+        _METHODS[name] = cls
+        return cls
+
+    return decorator
+
+
+def available():
+    """Returns the sorted list of registered method names."""
+    return sorted(_METHODS)
+
+
+def get(name, **kwargs):
+    """Instantiates a method by name.
+
+    Args:
+        name: A registered method name (see `available()`).
+        **kwargs: Hyper-parameters passed to the method's constructor.
+
+    Returns:
+        A `DistillationMethod` instance.
+    """
+    if name not in _METHODS:
+        raise ValueError(f"Unknown method {name!r}. Available methods: {', '.join(available())}.")
+    return _METHODS[name](**kwargs)

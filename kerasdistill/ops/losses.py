@@ -1,0 +1,41 @@
+"""Loss building blocks shared by distillation methods, computed in float32."""
+
+from keras import ops
+
+
+def kl_divergence_with_temperature(student_logits, teacher_logits, temperature):
+    """Hinton's soft-target loss: `T^2 * KL(softmax(t/T) || softmax(s/T))`.
+
+    Summed over classes and averaged over the batch, as RepDistiller's
+    `DistillKL` (`KL(reduction="sum") * T^2 / batch`).
+
+    Args:
+        student_logits: `(batch, classes)` tensor.
+        teacher_logits: `(batch, classes)` tensor.
+        temperature: Softening temperature `T > 0`.
+
+    Returns:
+        A float32 scalar.
+    """
+    s = ops.cast(student_logits, "float32") / temperature
+    t = ops.cast(teacher_logits, "float32") / temperature
+    log_p_s = ops.log_softmax(s, axis=-1)
+    log_p_t = ops.log_softmax(t, axis=-1)
+    kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    return ops.mean(kl) * (temperature**2)
+
+
+def sparse_cross_entropy(labels, logits):
+    """Mean softmax cross-entropy over the batch, in float32.
+
+    Args:
+        labels: Integer labels, shape `(batch,)`.
+        logits: `(batch, classes)` tensor.
+
+    Returns:
+        A float32 scalar.
+    """
+    log_p = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+    picked = ops.take_along_axis(log_p, ops.expand_dims(labels, -1), axis=-1)
+    return -ops.mean(picked)
