@@ -20,6 +20,17 @@ def available():
     return sorted(_METHODS)
 
 
+def method_class(name):
+    """Returns the class registered under `name`.
+
+    Raises:
+        ValueError: Listing the available names when `name` is unknown.
+    """
+    if name not in _METHODS:
+        raise ValueError(f"Unknown method {name!r}. Available methods: {', '.join(available())}.")
+    return _METHODS[name]
+
+
 def get(name, **kwargs):
     """Instantiates a method by name.
 
@@ -30,6 +41,4 @@ def get(name, **kwargs):
     Returns:
         A `DistillationMethod` instance.
     """
-    if name not in _METHODS:
-        raise ValueError(f"Unknown method {name!r}. Available methods: {', '.join(available())}.")
-    return _METHODS[name](**kwargs)
+    return method_class(name)(**kwargs)

@@ -1,0 +1,252 @@
+"""Dataset sources: CIFAR-10/100 through tensorflow-datasets and image folders.
+
+Every source returns a `Dataset`: unbatched `(uint8 image, int64 label)` splits
+plus what the input pipeline and the methods need (class count, sizes,
+normalization statistics).
+"""
+
+import dataclasses
+import os
+import pathlib
+import tarfile
+
+import numpy as np
+import tensorflow as tf
+
+# Channel statistics over [0, 1] pixels of the training splits, as used by the
+# RepDistiller reference scripts.
+CIFAR_STATS = {
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+_CIFAR_ARCHIVES = {
+    "cifar100": "cifar-100-binary.tar.gz",
+    "cifar10": "cifar-10-binary.tar.gz",
+}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+class DatasetUnavailableError(RuntimeError):
+    """Raised when a dataset is neither prepared locally nor obtainable."""
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A classification dataset with unbatched `(image, label)` splits.
+
+    Attributes:
+        train: `tf.data.Dataset` of `(uint8 HWC image, int64 label)`, in a fixed
+            order (the position of an example is its dataset index).
+        test: Same for the evaluation split.
+        num_classes: Number of classes.
+        num_train: Number of training examples.
+        mean: Per-channel mean over [0, 1] pixels.
+        std: Per-channel standard deviation over [0, 1] pixels.
+        name: A short name for logs.
+    """
+
+    train: tf.data.Dataset
+    test: tf.data.Dataset
+    num_classes: int
+    num_train: int
+    mean: tuple
+    std: tuple
+    name: str
+
+    def train_labels(self):
+        """Returns the labels of the training split in index order, as int64 numpy."""
+        labels = self.train.map(lambda image, label: label).batch(4096)
+        return np.concatenate([batch.numpy() for batch in labels])
+
+
+def _count(ds):
+    """Number of examples of a dataset, counting only when it is not known."""
+    count = int(ds.cardinality())
+    if count < 0:
+        count = int(ds.reduce(0, lambda total, _: total + 1))
+    return count
+
+
+def load_cifar(name, data_dir=None, download=False):
+    """Loads CIFAR-10 or CIFAR-100 through tensorflow-datasets.
+
+    Never waits on the network unless asked: with `download=False` a missing
+    dataset fails at once, unless the official binary archive has been placed
+    in `<data_dir>/downloads/manual/`, from which tfds builds it offline.
+
+    Args:
+        name: `"cifar10"` or `"cifar100"`.
+        data_dir: tfds data directory (default: tfds's, `~/tensorflow_datasets`).
+        download: Allow tfds to download the archive.
+
+    Returns:
+        A `Dataset`.
+
+    Raises:
+        DatasetUnavailableError: With instructions, when the data is missing.
+    """
+    import tensorflow_datasets as tfds
+
+    if name not in CIFAR_STATS:
+        raise ValueError(f"Unknown CIFAR dataset {name!r}; expected one of {sorted(CIFAR_STATS)}.")
+    data_dir = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
+    manual = pathlib.Path(data_dir, "downloads", "manual", _CIFAR_ARCHIVES[name])
+    def tfds_load(allow_download):
+        return tfds.load(
+            name,
+            split=["train", "test"],
+            data_dir=data_dir,
+            as_supervised=True,
+            with_info=True,
+            shuffle_files=False,
+            download=allow_download,
+        )
+
+    try:
+        splits, info = tfds_load(False)
+    except (tfds.core.DatasetNotFoundError, AssertionError) as error:
+        # tfds raises either, depending on how far it got, when nothing is prepared.
+        if not (download or manual.exists()):
+            raise DatasetUnavailableError(
+                f"{name} is not prepared in data_dir={data_dir!r} and downloads are off. "
+                f"Either place the official archive {_CIFAR_ARCHIVES[name]} in "
+                f"{manual.parent}/ (tfds then builds it offline), point --data_dir at a "
+                f"directory where tfds already prepared {name}, or allow downloading "
+                f"(--download)."
+            ) from error
+        splits, info = tfds_load(True)
+    mean, std = CIFAR_STATS[name]
+    return Dataset(
+        train=splits[0],
+        test=splits[1],
+        num_classes=info.features["label"].num_classes,
+        num_train=_count(splits[0]),
+        mean=mean,
+        std=std,
+        name=name,
+    )
+
+
+def _extract_archive(archive, cache_dir):
+    """Extracts a `.tar.gz` image-folder archive once and returns its root."""
+    target = pathlib.Path(cache_dir) / archive.name.split(".")[0]
+    marker = target / ".extracted"
+    if not marker.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        marker.touch()
+    roots = [p for p in target.rglob("train") if p.is_dir()]
+    if len(roots) != 1:
+        raise DatasetUnavailableError(
+            f"Archive {archive} must contain exactly one train/ folder; found {len(roots)}."
+        )
+    return roots[0].parent
+
+
+def _list_split(root, split, class_names=None):
+    folder = root / split
+    if not folder.is_dir():
+        raise DatasetUnavailableError(
+            f"Image folder {folder} does not exist. Expected layout: "
+            f"{root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg."
+        )
+    if class_names is None:
+        class_names = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    paths, labels = [], []
+    for label, class_name in enumerate(class_names):
+        files = sorted(
+            str(p)
+            for p in (folder / class_name).glob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise DatasetUnavailableError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}.")
+    return class_names, paths, labels
+
+
+def _decode_split(paths, labels):
+    def decode(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return image, label
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int64)))
+    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _channel_stats(ds):
+    """Per-channel mean and std over [0, 1] pixels of an image dataset."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    count = 0
+    for images in ds.map(lambda image, label: image).batch(1024):
+        pixels = images.numpy().reshape(-1, 3).astype(np.float64) / 255.0
+        total += pixels.sum(0)
+        total_sq += (pixels**2).sum(0)
+        count += len(pixels)
+    mean = total / count
+    std = np.sqrt(total_sq / count - mean**2)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def load_image_folder(path, cache_dir=None):
+    """Loads an image-folder dataset laid out as `train/<class>/*` and `test/<class>/*`.
+
+    Class labels are the sorted class folder names. Normalization statistics
+    are measured on the training split.
+
+    Args:
+        path: The folder, or a `.tar.gz` archive of it (extracted once under
+            `cache_dir`).
+        cache_dir: Where archives are extracted (default
+            `~/.cache/kerasdistill`).
+
+    Returns:
+        A `Dataset` whose splits are decoded and cached in memory.
+
+    Raises:
+        DatasetUnavailableError: When the folder or archive is missing or empty.
+    """
+    path = pathlib.Path(path).expanduser()
+    if not path.exists():
+        raise DatasetUnavailableError(
+            f"Dataset path {path} does not exist. Pass a folder with train/<class>/* and "
+            f"test/<class>/* images (or a .tar.gz of one), or --dataset=cifar10|cifar100."
+        )
+    if path.is_file():
+        if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
+            raise DatasetUnavailableError(f"{path} is a file but not a .tar.gz/.tar archive.")
+        path = _extract_archive(path, cache_dir or pathlib.Path.home() / ".cache" / "kerasdistill")
+    class_names, train_paths, train_labels = _list_split(path, "train")
+    _, test_paths, test_labels = _list_split(path, "test", class_names)
+    train = _decode_split(train_paths, train_labels).cache()
+    test = _decode_split(test_paths, test_labels).cache()
+    mean, std = _channel_stats(train)
+    return Dataset(
+        train=train,
+        test=test,
+        num_classes=len(class_names),
+        num_train=len(train_paths),
+        mean=mean,
+        std=std,
+        name=path.name,
+    )
+
+
+def load(name_or_path, data_dir=None, download=False, cache_dir=None):
+    """Loads `cifar10`, `cifar100` or an image folder / archive by path.
+
+    Args:
+        name_or_path: `"cifar10"`, `"cifar100"` or a path.
+        data_dir: tfds data directory for the CIFAR datasets.
+        download: Allow tfds downloads.
+        cache_dir: Extraction directory for archives.
+
+    Returns:
+        A `Dataset`.
+    """
+    if name_or_path in CIFAR_STATS:
+        return load_cifar(name_or_path, data_dir=data_dir, download=download)
+    return load_image_folder(name_or_path, cache_dir=cache_dir)

@@ -1,0 +1,35 @@
+"""Learning-rate schedules of the reference training recipes."""
+
+import keras
+
+REFERENCE_EPOCHS = 240
+REFERENCE_MILESTONES = (150, 180, 210)
+
+
+def step_decay(base_lr, epochs, steps_per_epoch, milestones=REFERENCE_MILESTONES,
+               reference_epochs=REFERENCE_EPOCHS, gamma=0.1):
+    """The reference CIFAR schedule: LR divided by 10 at epochs 150, 180, 210 of 240.
+
+    Milestones scale with `epochs`, so a shorter run keeps the same shape.
+
+    Args:
+        base_lr: Initial learning rate (0.05 for most students, 0.01 for
+            MobileNetV2 and ShuffleNet students in the reference).
+        epochs: Number of epochs actually trained.
+        steps_per_epoch: Optimizer steps per epoch.
+        milestones: Decay epochs for a `reference_epochs`-long run.
+        reference_epochs: Length of the run `milestones` refer to.
+        gamma: Multiplicative decay at each milestone.
+
+    Returns:
+        A `keras.optimizers.schedules.PiecewiseConstantDecay` over optimizer steps.
+    """
+    if epochs <= 0 or steps_per_epoch <= 0:
+        raise ValueError(
+            f"epochs and steps_per_epoch must be positive, got {epochs} and {steps_per_epoch}."
+        )
+    boundaries = [
+        max(1, round(m * epochs / reference_epochs)) * steps_per_epoch for m in milestones
+    ]
+    values = [base_lr * gamma**i for i in range(len(milestones) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
