@@ -112,15 +112,19 @@ def _uses_sample_indices(method_list):
 
 
 def _accuracy(model, eval_ds):
-    model.compile(metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
     return float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
 
 
-def run(config):
+def run(config, extra_callbacks=()):
     """Trains, evaluates and exports one model as `config` says.
 
     Args:
         config: A `RunConfig`.
+        extra_callbacks: More `keras.callbacks.Callback`s for `fit`.
 
     Returns:
         The metrics dict also written to `metrics.json`.
@@ -169,6 +173,7 @@ def run(config):
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        *extra_callbacks,
     ]
     start = time.time()
     history = model.fit(

@@ -98,6 +98,8 @@ class Distiller(keras.Model):
                     raise ValueError(f"Two methods report the same loss term {term!r}.")
                 self._loss_trackers[term] = keras.metrics.Mean(name=term)
         self.loss_trackers = list(self._loss_trackers.values())
+        # Every sub-layer was built above from static shapes.
+        self.built = True
 
     @staticmethod
     def _tap_spec(renames, taps):
@@ -119,7 +121,8 @@ class Distiller(keras.Model):
             images, sample_indices = _split_inputs(x)
             teacher_outputs = self._teacher_taps(images, training=False)
             teacher_outputs = {k: ops.stop_gradient(v) for k, v in teacher_outputs.items()}
-            step = self.optimizer.iterations if self.optimizer is not None else None
+            optimizer = getattr(self, "optimizer", None)
+            step = optimizer.iterations if optimizer is not None else None
             for method in self.methods:
                 terms.update(
                     method(

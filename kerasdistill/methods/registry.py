@@ -31,14 +31,14 @@ def method_class(name):
     return _METHODS[name]
 
 
-def get(name, **kwargs):
+def get(identifier, **kwargs):
     """Instantiates a method by name.
 
     Args:
-        name: A registered method name (see `available()`).
+        identifier: A registered method name (see `available()`).
         **kwargs: Hyper-parameters passed to the method's constructor.
 
     Returns:
         A `DistillationMethod` instance.
     """
-    return method_class(name)(**kwargs)
+    return method_class(identifier)(**kwargs)

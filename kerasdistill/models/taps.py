@@ -90,4 +90,4 @@ def tap_model(model, taps):
         alias: model.outputs[0] if name == LOGITS else model.get_layer(name).output
         for alias, name in resolved.items()
     }
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_taps")
+    return keras.Model(model.input, outputs, name=f"{model.name}_taps")

@@ -1,0 +1,132 @@
+import keras
+import numpy as np
+import pytest
+
+import kerasdistill
+from kerasdistill import methods, models
+from kerasdistill.ops import kl_divergence_with_temperature, sparse_cross_entropy
+
+
+def _tiny_pair(num_classes=5):
+    return (
+        models.get("resnet8", num_classes=num_classes),
+        models.get("resnet8", num_classes=num_classes),
+    )
+
+
+def _batch(n=8, num_classes=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 32, 32, 3)).astype("float32"), rng.integers(0, num_classes, n)
+
+
+def test_student_batchnorm_statistics_update_exactly_once_per_step():
+    teacher, student = _tiny_pair()
+    distiller = kerasdistill.Distiller(teacher, student, methods.KD())
+    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    x, y = _batch()
+    stem = keras.Model(student.inputs, student.get_layer("conv1").output)
+    batch_mean = stem(x).numpy().mean(axis=(0, 1, 2))
+    bn = student.get_layer("bn1")
+    before = bn.moving_mean.numpy().copy()
+    distiller.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    expected_once = 0.9 * before + 0.1 * batch_mean
+    np.testing.assert_allclose(bn.moving_mean.numpy(), expected_once, rtol=1e-4, atol=1e-6)
+
+
+def test_teacher_is_frozen_weights_and_statistics():
+    teacher, student = _tiny_pair()
+    distiller = kerasdistill.Distiller(teacher, student, methods.KD())
+    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
+    before = [w.numpy().copy() for w in teacher.weights]
+    student_before = [w.numpy().copy() for w in student.trainable_weights]
+    x, y = _batch()
+    distiller.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for b, w in zip(before, teacher.weights):
+        np.testing.assert_array_equal(b, w.numpy())
+    assert any(
+        not np.array_equal(b, w.numpy()) for b, w in zip(student_before, student.trainable_weights)
+    )
+    assert not teacher.trainable_weights
+
+
+def test_total_loss_is_weighted_ce_plus_method_terms():
+    teacher, student = _tiny_pair()
+    distiller = kerasdistill.Distiller(
+        teacher, student, methods.KD(temperature=4.0, weight=0.9), ce_weight=0.1
+    )
+    x, y = _batch()
+    y_pred = distiller(x, training=False)
+    total = distiller.compute_loss(x, y, y_pred, training=True)
+    t_logits = teacher(x, training=False)
+    s_logits = y_pred["logits"]
+    expected = 0.1 * sparse_cross_entropy(y, s_logits) + 0.9 * kl_divergence_with_temperature(
+        s_logits, t_logits, 4.0
+    )
+    np.testing.assert_allclose(float(total), float(expected), rtol=1e-5)
+
+
+def test_fit_reports_one_metric_per_term_and_accuracy():
+    teacher, student = _tiny_pair()
+    distiller = kerasdistill.Distiller(teacher, student, methods.KD())
+    distiller.compile(optimizer="sgd", metrics=["accuracy"])
+    x, y = _batch()
+    history = distiller.fit(x, y, batch_size=4, epochs=1, validation_data=(x, y), verbose=0)
+    for key in ("loss", "loss_ce", "loss_kd", "accuracy", "val_accuracy", "val_loss_ce"):
+        assert key in history.history, key
+    train_total = history.history["loss"][0]
+    assert train_total > 0
+
+
+def test_evaluation_runs_the_student_alone(monkeypatch):
+    teacher, student = _tiny_pair()
+    distiller = kerasdistill.Distiller(teacher, student, methods.KD())
+    distiller.compile(optimizer="sgd", metrics=["accuracy"], run_eagerly=True)
+    calls = []
+    original = distiller._teacher_taps.call
+    monkeypatch.setattr(
+        distiller._teacher_taps, "call", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    x, y = _batch()
+    result = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    assert calls == []
+    expected_ce = float(sparse_cross_entropy(y, student(x, training=False)))
+    np.testing.assert_allclose(result["loss"], expected_ce, rtol=1e-5)
+    distiller.train_on_batch(x, y)
+    assert calls, "training must run the teacher"
+
+
+def test_wrong_tap_name_fails_at_construction_listing_valid_names():
+    teacher, student = _tiny_pair()
+    with pytest.raises(ValueError, match=r"Unknown tap 'no_such_layer'.*Valid taps:.*feat_3"):
+        kerasdistill.Distiller(
+            teacher, student, methods.KD(), student_taps={"logits": "no_such_layer"}
+        )
+
+
+def test_non_method_argument_is_rejected():
+    teacher, student = _tiny_pair()
+    with pytest.raises(TypeError, match="DistillationMethod"):
+        kerasdistill.Distiller(teacher, student, ["kd"])
+
+
+def test_dict_inputs_without_image_key_are_rejected():
+    teacher, student = _tiny_pair()
+    distiller = kerasdistill.Distiller(teacher, student, methods.KD())
+    with pytest.raises(ValueError, match="under 'image'"):
+        distiller({"pixels": np.zeros((1, 32, 32, 3), "float32")})
+
+
+def test_taps_for_an_arbitrary_functional_model():
+    inputs = keras.Input((32, 32, 3))
+    hidden = keras.layers.Conv2D(4, 3, name="my_conv")(inputs)
+    outputs = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(hidden))
+    model = keras.Model(inputs, outputs)
+    tapped = models.tap_model(model, {"feat_last": "my_conv"})
+    out = tapped(np.zeros((2, 32, 32, 3), "float32"))
+    assert out["feat_last"].shape == (2, 30, 30, 4)
+    assert out["logits"].shape == (2, 5)
+
+
+def test_feat_last_resolves_to_the_last_stage_of_zoo_models():
+    model = models.get("resnet8", num_classes=5)
+    assert models.resolve_taps(model, ["feat_last"]) == {"feat_last": "feat_3"}
