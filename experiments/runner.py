@@ -98,17 +98,13 @@ def build_methods(config, dataset, steps_per_epoch):
     built = []
     for name in config.method_names():
         kwargs = dict(config.method_kwargs.get(name, {}))
-        cls = methods.registry.method_class(name)
-        if getattr(cls, "uses_sample_indices", False):
+        cls = methods.method_class(name)
+        if cls.uses_sample_indices:
             kwargs.setdefault("train_labels", dataset.train_labels())
         if "warmup_epochs" in kwargs:
             kwargs["warmup_steps"] = int(kwargs.pop("warmup_epochs") * steps_per_epoch)
         built.append(cls(**kwargs))
     return built
-
-
-def _uses_sample_indices(method_list):
-    return any(getattr(m, "uses_sample_indices", False) for m in method_list)
 
 
 def _accuracy(model, eval_ds):
@@ -146,7 +142,7 @@ def run(config, extra_callbacks=()):
         trained = models.get(config.student, num_classes=dataset.num_classes)
         method_list = build_methods(config, dataset, steps_per_epoch)
         model = kerasdistill.Distiller(teacher, trained, method_list, ce_weight=config.ce_weight)
-        with_index = _uses_sample_indices(method_list)
+        with_index = any(m.uses_sample_indices for m in method_list)
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     else:
         trained = models.get(getattr(config, config.mode), num_classes=dataset.num_classes)

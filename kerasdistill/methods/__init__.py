@@ -1,7 +1,24 @@
 """Distillation methods, one module each, behind one registry."""
 
+from kerasdistill.methods.at import AT
 from kerasdistill.methods.base import DistillationMethod
+from kerasdistill.methods.crd import CRD
+from kerasdistill.methods.dkd import DKD
+from kerasdistill.methods.fitnet import FitNet
 from kerasdistill.methods.kd import KD
-from kerasdistill.methods.registry import available, get, register
+from kerasdistill.methods.msdcrd import MSDCRD
+from kerasdistill.methods.registry import available, get, method_class, register
 
-__all__ = ["DistillationMethod", "KD", "available", "get", "register"]
+__all__ = [
+    "AT",
+    "CRD",
+    "DKD",
+    "DistillationMethod",
+    "FitNet",
+    "KD",
+    "MSDCRD",
+    "available",
+    "get",
+    "method_class",
+    "register",
+]

@@ -22,6 +22,10 @@ class DistillationMethod(keras.layers.Layer):
         **kwargs: Passed to `keras.layers.Layer` (`name`, `dtype`).
     """
 
+    # True for methods that need each sample's dataset index (`sample_indices`)
+    # and the training labels (constructor argument `train_labels`), like CRD.
+    uses_sample_indices = False
+
     def __init__(self, teacher_taps, student_taps, **kwargs):
         super().__init__(**kwargs)
         self.teacher_taps = tuple(teacher_taps)

@@ -1,0 +1,384 @@
+"""Contrastive Representation Distillation (Tian et al., ICLR 2020).
+
+Follows RepDistiller's `CRDLoss` (`crd/criterion.py`, `crd/memory.py`): each
+side's pooled feature is embedded by a trainable linear head and L2-normalized;
+a memory bank per side holds one embedding per *dataset sample* (non-trainable,
+updated with momentum). For every batch sample, the student embedding is scored
+against the teacher bank rows of the positive (the sample itself) and of
+`num_negatives` other-class samples, and symmetrically the teacher embedding
+against the student bank; both score sets feed the NCE loss of the paper's
+Eq. 18 with noise distribution `Pn = 1 / num_samples`.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasdistill.methods.base import DistillationMethod
+from kerasdistill.methods.registry import register
+from kerasdistill.ops.normalize import divide_by_l2_norm
+
+POOLED = "pooled"
+# Added to the NCE denominators, as the reference's `eps`.
+_NCE_EPS = 1e-7
+# Exclusive upper bound of the raw random integers folded into each row's range.
+_RANDINT_MAX = 2**31 - 1
+
+
+def nce_loss(log_p, num_samples):
+    """The NCE loss of CRD (Eq. 18), as RepDistiller's `ContrastLoss`.
+
+    With `P = exp(log_p)`, `K = columns - 1` negatives, `c = K / num_samples`
+    and `eps = 1e-7`: `-(sum_b log(P[b,0] / (P[b,0] + c + eps)) +
+    sum_{b, j>0} log(c / (P[b,j] + c + eps))) / batch`. The value is the
+    reference's; it is evaluated from the log-scores (`log P[:,0]` is used
+    as is, and `log(c / (P + c + eps))` as `-log1p((P + eps) / c)`) so that no
+    score over- or underflows and the tiny negative terms keep their precision.
+
+    Args:
+        log_p: `(batch, 1 + K)` float32 log normalized scores `log(exp(s/T) / Z)`,
+            column 0 the positive.
+        num_samples: Size of the dataset (the memory bank).
+
+    Returns:
+        A float32 scalar.
+    """
+    if log_p.shape[1] is None or log_p.shape[1] < 2:
+        raise ValueError(
+            "CRD needs contrast indices with a static number of columns >= 2 (the positive "
+            f"and the negatives); got scores of shape {tuple(log_p.shape)}."
+        )
+    num_negatives = log_p.shape[1] - 1
+    c = num_negatives / float(num_samples)
+    p = ops.exp(log_p)
+    positive = log_p[:, 0] - ops.log(p[:, 0] + (c + _NCE_EPS))
+    negative = -ops.log1p((p[:, 1:] + _NCE_EPS) / c)
+    batch = ops.cast(ops.shape(log_p)[0], "float32")
+    return -(ops.sum(positive) + ops.sum(negative)) / batch
+
+
+def _torch_linear_initializers(fan_in):
+    """PyTorch's default `nn.Linear` initialization, `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`."""
+    bound = 1.0 / math.sqrt(fan_in)
+    kernel = keras.initializers.VarianceScaling(
+        scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
+    )
+    return kernel, keras.initializers.RandomUniform(-bound, bound)
+
+
+@register("crd")
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class CRD(DistillationMethod):
+    """Contrastive representation distillation with memory banks.
+
+    Reference defaults (RepDistiller): `feat_dim = 128`, `num_negatives =
+    16384`, `temperature = 0.07`, `momentum = 0.5`, weight (`beta`) 0.8 with
+    cross-entropy weight 1 and no KD term.
+
+    State (Keras variables, saved with the Distiller and restored on resume):
+    `memory_v1` (student embeddings) and `memory_v2` (teacher embeddings), each
+    `(num_samples, feat_dim)` and initialised i.i.d. uniform in `[-s, s]` with
+    `s = 1 / sqrt(feat_dim / 3)`; `z_v1` and `z_v2`, the normalization
+    constants, `-1` until set from the first batch's scores as
+    `mean(exp(scores / T)) * num_samples` and frozen afterwards; and the state
+    of the negative sampler's seed generator. The two projection heads
+    `embed_s` and `embed_t` are trainable and owned by the method.
+
+    The numbers are the reference's (no log-sum-exp reformulation of the
+    loss), but evaluated in log space where that is exact: `P = exp(s / T) / Z`
+    is computed as `exp(s / T - log Z)` and the loss from `log P`, so only `Z`
+    itself must be finite in float32 (true unless `T` is far below 0.07).
+
+    Negatives are drawn in-graph, uniformly with replacement among the samples
+    whose label differs from the anchor's (`train_labels[sample_index]`), as
+    RepDistiller's `CIFAR100InstanceSample`; column 0 of the contrast indices is
+    the positive, the sample itself. The training pipeline must therefore
+    yield `({"image": x, "index": i}, y)` batches, `i` each sample's index into
+    `train_labels`.
+
+    The gathered bank rows are `(batch, 1 + num_negatives, feat_dim)` floats per
+    bank (537 MB for the reference 64 x 16385 x 128), as in the reference.
+
+    Args:
+        train_labels: Class of every training sample, shape `(num_samples,)`,
+            integers; at least two classes. Stored in the config.
+        feat_dim: Embedding size.
+        num_negatives: Negatives per sample (the reference's `nce_k`).
+        temperature: Score temperature `T > 0` (`nce_t`).
+        momentum: Memory update momentum in `[0, 1]` (`nce_m`).
+        weight: Weight of the term in the total loss (`beta`).
+        teacher_tap: Tap of the teacher feature (flattened if not 2-D).
+        student_tap: Tap of the student feature.
+        seed: Seed of the negative sampler (`None`: from Keras' global seed).
+        **kwargs: Passed to `DistillationMethod`'s Layer base (`name`, `dtype`;
+            `dtype` defaults to float32 so the loss is computed in float32 under
+            a mixed-precision policy).
+    """
+
+    uses_sample_indices = True
+
+    def __init__(
+        self,
+        train_labels,
+        feat_dim=128,
+        num_negatives=16384,
+        temperature=0.07,
+        momentum=0.5,
+        weight=0.8,
+        teacher_tap=POOLED,
+        student_tap=POOLED,
+        seed=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(teacher_taps=(teacher_tap,), student_taps=(student_tap,), **kwargs)
+        labels = np.asarray(train_labels)
+        if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                "CRD train_labels must be a non-empty 1-D array of integer class labels, one "
+                f"per training sample; got dtype {labels.dtype} and shape {labels.shape}."
+            )
+        if labels.min() < 0:
+            raise ValueError(f"CRD train_labels must be >= 0, got {labels.min()}.")
+        counts = np.bincount(labels)
+        if np.count_nonzero(counts) < 2:
+            raise ValueError("CRD needs train_labels with at least two classes for its negatives.")
+        if feat_dim < 1 or num_negatives < 1:
+            raise ValueError(
+                f"CRD feat_dim and num_negatives must be >= 1, got {feat_dim}, {num_negatives}."
+            )
+        if temperature <= 0:
+            raise ValueError(f"CRD temperature must be > 0, got {temperature}.")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"CRD momentum must be in [0, 1], got {momentum}.")
+        self.train_labels = labels.astype("int32")
+        self.num_samples = int(labels.size)
+        self.feat_dim = int(feat_dim)
+        self.num_negatives = int(num_negatives)
+        self.temperature = float(temperature)
+        self.momentum = float(momentum)
+        self.weight = float(weight)
+        self.teacher_tap = teacher_tap
+        self.student_tap = student_tap
+        self.seed = seed
+        # Sampler tables: samples sorted by class, and each class's [start, start + count)
+        # range in that order. A draw r in [0, num_samples - count[y]) skips y's range.
+        self._samples_by_class = np.argsort(self.train_labels, kind="stable").astype("int32")
+        self._class_count = counts.astype("int32")
+        self._class_start = (np.cumsum(counts) - counts).astype("int32")
+        self.seed_generator = keras.random.SeedGenerator(seed, name="negative_sampler")
+        self._taps_built = False
+
+    def loss_terms(self):
+        return ("loss_crd",)
+
+    def build_from_taps(self, teacher_shapes, student_shapes):
+        t_dim = self._flat_dim(teacher_shapes[self.teacher_tap], "teacher")
+        s_dim = self._flat_dim(student_shapes[self.student_tap], "student")
+        s_kernel, s_bias = _torch_linear_initializers(s_dim)
+        t_kernel, t_bias = _torch_linear_initializers(t_dim)
+        self.embed_s = keras.layers.Dense(
+            self.feat_dim,
+            kernel_initializer=s_kernel,
+            bias_initializer=s_bias,
+            dtype="float32",
+            name="embed_s",
+        )
+        self.embed_t = keras.layers.Dense(
+            self.feat_dim,
+            kernel_initializer=t_kernel,
+            bias_initializer=t_bias,
+            dtype="float32",
+            name="embed_t",
+        )
+        self.embed_s.build((None, s_dim))
+        self.embed_t.build((None, t_dim))
+        stdv = 1.0 / math.sqrt(self.feat_dim / 3.0)
+        bank_init = keras.initializers.RandomUniform(-stdv, stdv)
+        self.memory_v1 = self.add_weight(
+            shape=(self.num_samples, self.feat_dim),
+            initializer=bank_init,
+            trainable=False,
+            dtype="float32",
+            name="memory_v1",
+        )
+        self.memory_v2 = self.add_weight(
+            shape=(self.num_samples, self.feat_dim),
+            initializer=bank_init,
+            trainable=False,
+            dtype="float32",
+            name="memory_v2",
+        )
+        self.z_v1 = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(-1.0),
+            trainable=False,
+            dtype="float32",
+            name="z_v1",
+        )
+        self.z_v2 = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(-1.0),
+            trainable=False,
+            dtype="float32",
+            name="z_v2",
+        )
+        self._taps_built = True
+        self.built = True
+
+    @staticmethod
+    def _flat_dim(shape, side):
+        dims = tuple(shape)[1:]
+        if not dims or any(d is None for d in dims):
+            raise ValueError(
+                f"CRD needs a {side} tap with a static feature shape; got {tuple(shape)}."
+            )
+        return int(np.prod(dims))
+
+    def sample_contrast_indices(self, sample_indices):
+        """Draws the contrast indices of a batch: the positive, then the negatives.
+
+        Each row's negatives are drawn uniformly with replacement among the
+        training samples whose class differs from `train_labels[index]`.
+
+        Args:
+            sample_indices: `(batch,)` integer dataset indices.
+
+        Returns:
+            An int32 tensor `(batch, 1 + num_negatives)`; column 0 is
+            `sample_indices`.
+        """
+        idx = ops.reshape(ops.cast(sample_indices, "int32"), (-1,))
+        anchor_class = ops.take(ops.convert_to_tensor(self.train_labels), idx, axis=0)
+        count = ops.take(ops.convert_to_tensor(self._class_count), anchor_class, axis=0)
+        start = ops.take(ops.convert_to_tensor(self._class_start), anchor_class, axis=0)
+        num_other = ops.expand_dims(self.num_samples - count, -1)
+        raw = keras.random.randint(
+            (ops.shape(idx)[0], self.num_negatives),
+            0,
+            _RANDINT_MAX,
+            dtype="int32",
+            seed=self.seed_generator,
+        )
+        rank = ops.mod(raw, num_other)
+        skip = ops.where(rank >= ops.expand_dims(start, -1), ops.expand_dims(count, -1), 0)
+        negatives = ops.take(ops.convert_to_tensor(self._samples_by_class), rank + skip, axis=0)
+        return ops.concatenate([ops.expand_dims(idx, -1), negatives], axis=1)
+
+    def compute_loss_terms(
+        self, student_features, teacher_features, sample_indices, contrast_indices
+    ):
+        """Scores, losses and state update for given contrast indices.
+
+        Scores both embeddings against the pre-update banks, sets `z_v1`/`z_v2`
+        on the first call, then updates the banks' positive rows. Gradients
+        flow to both features and both heads, as in the reference (`call`
+        stops the teacher feature's gradient; the teacher head still learns).
+
+        Args:
+            student_features: `(batch, ...)` student feature (flattened).
+            teacher_features: `(batch, ...)` teacher feature (flattened).
+            sample_indices: `(batch,)` integer dataset indices (all different).
+            contrast_indices: `(batch, 1 + K)` integer bank rows, column 0 the
+                positive (`sample_indices`), e.g. from `sample_contrast_indices`.
+
+        Returns:
+            A dict of float32 tensors: `embed_s`, `embed_t` (`(batch,
+            feat_dim)`), `p_v1`, `p_v2` (`(batch, 1 + K)` normalized scores of
+            the student and teacher anchors), `z_v1`, `z_v2` (the constants
+            used), `loss_student_anchor`, `loss_teacher_anchor` (unweighted).
+        """
+        if not self._taps_built:
+            raise ValueError(
+                "CRD.build_from_taps(teacher_shapes, student_shapes) must run before the "
+                "method is called (the Distiller does this at construction)."
+            )
+        f_s = ops.cast(student_features, "float32")
+        f_t = ops.cast(teacher_features, "float32")
+        f_s = ops.reshape(f_s, (ops.shape(f_s)[0], -1))
+        f_t = ops.reshape(f_t, (ops.shape(f_t)[0], -1))
+        v1 = divide_by_l2_norm(self.embed_s(f_s))
+        v2 = divide_by_l2_norm(self.embed_t(f_t))
+        idx = ops.reshape(ops.cast(sample_indices, "int32"), (-1,))
+        contrast = ops.cast(contrast_indices, "int32")
+
+        # Scores against the pre-update banks, which are constants.
+        rows_v2 = ops.stop_gradient(ops.take(self.memory_v2, contrast, axis=0))
+        rows_v1 = ops.stop_gradient(ops.take(self.memory_v1, contrast, axis=0))
+        logits_v1 = ops.squeeze(ops.matmul(rows_v2, ops.expand_dims(v1, -1)), -1)
+        logits_v2 = ops.squeeze(ops.matmul(rows_v1, ops.expand_dims(v2, -1)), -1)
+        logits_v1 = logits_v1 / self.temperature
+        logits_v2 = logits_v2 / self.temperature
+
+        z_v1 = self._update_z(self.z_v1, logits_v1)
+        z_v2 = self._update_z(self.z_v2, logits_v2)
+        log_p_v1 = logits_v1 - ops.log(z_v1)
+        log_p_v2 = logits_v2 - ops.log(z_v2)
+        loss_s = nce_loss(log_p_v1, self.num_samples)
+        loss_t = nce_loss(log_p_v2, self.num_samples)
+
+        self._update_bank(self.memory_v1, idx, v1)
+        self._update_bank(self.memory_v2, idx, v2)
+        return {
+            "embed_s": v1,
+            "embed_t": v2,
+            "p_v1": ops.exp(log_p_v1),
+            "p_v2": ops.exp(log_p_v2),
+            "z_v1": z_v1,
+            "z_v2": z_v2,
+            "loss_student_anchor": loss_s,
+            "loss_teacher_anchor": loss_t,
+        }
+
+    def _update_z(self, z_var, logits):
+        """Returns `Z` (set from `logits` while negative, then frozen), storing it."""
+        logits = ops.stop_gradient(logits)
+        # mean(exp(logits)) * num_samples, with the peak factored out against overflow.
+        peak = ops.max(logits)
+        first = ops.exp(peak) * (ops.mean(ops.exp(logits - peak)) * float(self.num_samples))
+        z = ops.where(z_var < 0, first, z_var)
+        z_var.assign(z)
+        return z
+
+    def _update_bank(self, bank, idx, v):
+        """`bank[idx] <- normalize(momentum * bank[idx] + (1 - momentum) * v)`."""
+        rows = ops.take(bank, idx, axis=0) * self.momentum
+        rows = rows + ops.stop_gradient(v) * (1.0 - self.momentum)
+        rows = divide_by_l2_norm(rows)
+        bank.assign(ops.scatter_update(bank, ops.expand_dims(idx, -1), rows))
+
+    def call(self, teacher_outputs, student_outputs, labels, sample_indices=None, step=None):
+        if sample_indices is None:
+            raise ValueError(
+                "CRD needs each sample's dataset index: the input pipeline must yield "
+                '({"image": images, "index": indices}, labels) batches, e.g. the library\'s '
+                "data loaders with with_index=True."
+            )
+        contrast = self.sample_contrast_indices(sample_indices)
+        terms = self.compute_loss_terms(
+            student_outputs[self.student_tap],
+            ops.stop_gradient(teacher_outputs[self.teacher_tap]),
+            sample_indices,
+            contrast,
+        )
+        loss = terms["loss_student_anchor"] + terms["loss_teacher_anchor"]
+        return {"loss_crd": self.weight * loss}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "train_labels": self.train_labels.tolist(),
+                "feat_dim": self.feat_dim,
+                "num_negatives": self.num_negatives,
+                "temperature": self.temperature,
+                "momentum": self.momentum,
+                "weight": self.weight,
+                "teacher_tap": self.teacher_tap,
+                "student_tap": self.student_tap,
+                "seed": self.seed,
+            }
+        )
+        return config
