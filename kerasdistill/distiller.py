@@ -98,6 +98,12 @@ class Distiller(keras.Model):
                     raise ValueError(f"Two methods report the same loss term {term!r}.")
                 self._loss_trackers[term] = keras.metrics.Mean(name=term)
         self.loss_trackers = list(self._loss_trackers.values())
+        # Steps trained so far, passed to methods for schedules (DKD warm-up). A
+        # model variable rather than `optimizer.iterations` so that every backend
+        # (JAX's stateless loss included) can read it; saved with the weights.
+        self.training_steps = self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False, name="training_steps"
+        )
         # Every sub-layer was built above from static shapes.
         self.built = True
 
@@ -121,8 +127,7 @@ class Distiller(keras.Model):
             images, sample_indices = _split_inputs(x)
             teacher_outputs = self._teacher_taps(images, training=False)
             teacher_outputs = {k: ops.stop_gradient(v) for k, v in teacher_outputs.items()}
-            optimizer = getattr(self, "optimizer", None)
-            step = optimizer.iterations if optimizer is not None else None
+            step = ops.convert_to_tensor(self.training_steps)
             for method in self.methods:
                 terms.update(
                     method(
@@ -138,6 +143,7 @@ class Distiller(keras.Model):
             total = total + ops.sum(ops.cast(loss, "float32"))
         for name, value in terms.items():
             self._loss_trackers[name].update_state(value)
+        self.training_steps.assign_add(1)
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

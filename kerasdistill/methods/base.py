@@ -59,7 +59,8 @@ class DistillationMethod(keras.layers.Layer):
             labels: Integer class labels, shape `(batch,)`.
             sample_indices: Dataset indices of the batch samples, shape
                 `(batch,)`, or `None` when the input pipeline carries none.
-            step: The optimizer's iteration counter (scalar), for schedules.
+            step: Number of training steps taken before this one (int64
+                scalar), for schedules.
 
         Returns:
             A dict `{"loss_<term>": scalar float32 tensor}` of weighted terms.

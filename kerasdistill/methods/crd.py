@@ -305,8 +305,8 @@ class CRD(DistillationMethod):
         contrast = ops.cast(contrast_indices, "int32")
 
         # Scores against the pre-update banks, which are constants.
-        rows_v2 = ops.stop_gradient(ops.take(self.memory_v2, contrast, axis=0))
-        rows_v1 = ops.stop_gradient(ops.take(self.memory_v1, contrast, axis=0))
+        rows_v2 = ops.stop_gradient(ops.take(ops.convert_to_tensor(self.memory_v2), contrast, axis=0))
+        rows_v1 = ops.stop_gradient(ops.take(ops.convert_to_tensor(self.memory_v1), contrast, axis=0))
         logits_v1 = ops.squeeze(ops.matmul(rows_v2, ops.expand_dims(v1, -1)), -1)
         logits_v2 = ops.squeeze(ops.matmul(rows_v1, ops.expand_dims(v2, -1)), -1)
         logits_v1 = logits_v1 / self.temperature
@@ -338,16 +338,18 @@ class CRD(DistillationMethod):
         # mean(exp(logits)) * num_samples, with the peak factored out against overflow.
         peak = ops.max(logits)
         first = ops.exp(peak) * (ops.mean(ops.exp(logits - peak)) * float(self.num_samples))
-        z = ops.where(z_var < 0, first, z_var)
+        current = ops.convert_to_tensor(z_var)
+        z = ops.where(current < 0, first, current)
         z_var.assign(z)
         return z
 
     def _update_bank(self, bank, idx, v):
         """`bank[idx] <- normalize(momentum * bank[idx] + (1 - momentum) * v)`."""
-        rows = ops.take(bank, idx, axis=0) * self.momentum
+        bank_value = ops.convert_to_tensor(bank)
+        rows = ops.take(bank_value, idx, axis=0) * self.momentum
         rows = rows + ops.stop_gradient(v) * (1.0 - self.momentum)
         rows = divide_by_l2_norm(rows)
-        bank.assign(ops.scatter_update(bank, ops.expand_dims(idx, -1), rows))
+        bank.assign(ops.scatter_update(bank_value, ops.expand_dims(idx, -1), rows))
 
     def call(self, teacher_outputs, student_outputs, labels, sample_indices=None, step=None):
         if sample_indices is None:

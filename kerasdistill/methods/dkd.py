@@ -85,7 +85,7 @@ class DKD(DistillationMethod):
 
     `loss_tckd = w * alpha * TCKD` and `loss_nckd = w * beta * NCKD` with the
     warm-up factor `w = min(step / warmup_steps, 1)`, `step` the number of
-    optimizer steps taken so far (the Distiller passes `optimizer.iterations`,
+    training steps taken so far (the Distiller passes its `training_steps`,
     so the very first step has `w = 0`); `warmup_steps = 0` disables the
     warm-up. Their sum is mdistiller's `loss_kd`.
 
@@ -130,7 +130,7 @@ class DKD(DistillationMethod):
         if step is None:
             raise ValueError(
                 f"DKD with warmup_steps={self.warmup_steps} needs the training step; call it "
-                "with step=optimizer.iterations (the Distiller does)."
+                "with step=the number of steps trained (the Distiller does)."
             )
         ratio = ops.cast(step, "float32") / float(self.warmup_steps)
         return ops.minimum(ratio, 1.0)

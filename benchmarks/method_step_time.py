@@ -1,0 +1,256 @@
+"""Training throughput of one distillation step per method, side by side in one process.
+
+    python benchmarks/method_step_time.py                        # resnet20 -> resnet8, all methods
+    python benchmarks/method_step_time.py --teacher=resnet32x4 --student=resnet8x4 \\
+        --num_classes=100 --methods=none,kd,msdcrd --output=docs/step_time.md
+
+Each entry of `--methods` is one `Distiller`: `none` is the student alone with
+cross-entropy (a Distiller without methods), `kd` one method, `kd+msdcrd`
+several combined. Methods are built by `experiments.runner.build_methods`, as in
+a real run, with their default hyper-parameters (or `--method_kwargs`).
+
+The data are synthetic and in memory (random normalized images, labels and
+dataset indices, with `train_labels` for `--num_train` samples for CRD), so the
+numbers measure the training step, not the input pipeline. The teacher has
+random weights: its compute is that of a trained one.
+
+Every Distiller is traced first by a warm-up `fit`; then `--repeats` rounds time
+one `fit(steps_per_epoch=--steps)` per entry, the entries interleaved round-robin
+so that background load hits all of them alike; the table reports the median.
+The ratios to `none` are the result; absolute images/s depend on the machine.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import kerasdistill  # noqa: E402
+from experiments import runner  # noqa: E402
+from kerasdistill import methods, models  # noqa: E402
+from kerasdistill.distiller import IMAGE_KEY, INDEX_KEY  # noqa: E402
+from kerasdistill.training import TorchSGD  # noqa: E402
+
+STUDENT_ALONE = "none"
+# Distinct batches held in memory and cycled (fewer when --num_train is smaller).
+POOL_BATCHES = 8
+
+flags.DEFINE_string("teacher", "resnet20", "Teacher model name (zoo registry).")
+flags.DEFINE_string("student", "resnet8", "Student model name (zoo registry).")
+flags.DEFINE_string(
+    "methods", "none,kd,fitnet,at,crd,dkd,msdcrd,kd+msdcrd",
+    "Comma-separated entries; 'none' = student alone, '+' combines methods (kd+msdcrd).",
+)
+flags.DEFINE_string(
+    "method_kwargs", "{}",
+    'JSON dict of constructor arguments per method, e.g. {"crd": {"num_negatives": 4096}}.',
+)
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("steps", 50, "Timed steps per entry and repeat.")
+flags.DEFINE_integer("warmup", 5, "Untimed steps per entry before timing (includes tracing).")
+flags.DEFINE_integer("repeats", 3, "Timed rounds over all entries; the median is reported.")
+flags.DEFINE_integer("num_classes", 10, "Number of classes.")
+flags.DEFINE_integer("num_train", 50_000, "Training-set size seen by CRD (its memory bank).")
+flags.DEFINE_enum(
+    "jit_compile", "false", ["false", "true", "auto"],
+    "XLA compilation of the train step, passed to compile() ('auto' is Keras's default).",
+)
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("output", "", "Also write the markdown table (and machine line) here.")
+FLAGS = flags.FLAGS
+
+
+class SyntheticData:
+    """Random normalized CIFAR-sized batches held in memory.
+
+    Also the `dataset` argument of `runner.build_methods`, which only reads
+    `train_labels()`.
+
+    Args:
+        num_train: Number of (virtual) training samples, at least
+            `batch_size`; indices lie in `[0, num_train)` and are distinct
+            within the pool (CRD's memory-bank update assumes distinct
+            indices in a batch).
+        num_classes: Number of classes.
+        batch_size: Batch size.
+        seed: Seed of the random images, labels and indices.
+    """
+
+    def __init__(self, num_train, num_classes, batch_size, seed=0):
+        rng = np.random.default_rng(seed)
+        self._train_labels = rng.integers(0, num_classes, num_train).astype("int64")
+        count = min(POOL_BATCHES, num_train // batch_size) * batch_size
+        self._images = rng.standard_normal((count, 32, 32, 3)).astype("float32")
+        self._indices = rng.choice(num_train, count, replace=False).astype("int64")
+        self.batch_size = batch_size
+
+    def train_labels(self):
+        """Returns the label of every training sample, in index order."""
+        return self._train_labels
+
+    def pipeline(self, with_index):
+        """An endless `tf.data.Dataset` of batches, `(x, y)` or `({"image", "index"}, y)`."""
+        labels = self._train_labels[self._indices]
+        x = {IMAGE_KEY: self._images, INDEX_KEY: self._indices} if with_index else self._images
+        ds = tf.data.Dataset.from_tensor_slices((x, labels))
+        return ds.batch(self.batch_size, drop_remainder=True).cache().repeat().prefetch(2)
+
+
+def parse_entries(spec):
+    """Splits `"none,kd,kd+msdcrd"` into entries, validating every method name.
+
+    Returns:
+        A list of `(entry, method_names)`, e.g. `("kd+msdcrd", ["kd", "msdcrd"])`;
+        `none` has no method names.
+
+    Raises:
+        ValueError: On an empty list, a repeated entry or an unknown method.
+    """
+    entries = [e.strip() for e in spec.split(",") if e.strip()]
+    if not entries:
+        raise ValueError("--methods is empty.")
+    if len(set(entries)) != len(entries):
+        raise ValueError(f"--methods repeats an entry: {entries}.")
+    parsed = []
+    for entry in entries:
+        names = [] if entry == STUDENT_ALONE else [n.strip() for n in entry.split("+")]
+        for name in names:
+            if name not in methods.available():
+                raise ValueError(
+                    f"Unknown method {name!r} in {entry!r}; available: "
+                    f"{STUDENT_ALONE}, {', '.join(methods.available())}."
+                )
+        parsed.append((entry, names))
+    return parsed
+
+
+def build_distiller(teacher, method_names, data, method_kwargs):
+    """A compiled Distiller of a fresh student and the shared frozen teacher.
+
+    Returns:
+        `(distiller, train_dataset)`; the dataset carries dataset indices only
+        when a method needs them, as in `experiments/runner.py`.
+    """
+    config = runner.RunConfig(method=",".join(method_names), method_kwargs=method_kwargs)
+    steps_per_epoch = len(data.train_labels()) // data.batch_size
+    method_list = runner.build_methods(config, data, steps_per_epoch)
+    student = models.get(FLAGS.student, num_classes=FLAGS.num_classes)
+    distiller = kerasdistill.Distiller(teacher, student, method_list)
+    jit_compile = {"false": False, "true": True, "auto": "auto"}[FLAGS.jit_compile]
+    distiller.compile(
+        optimizer=TorchSGD(0.05, momentum=0.9, weight_decay=5e-4),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+    )
+    with_index = any(m.uses_sample_indices for m in method_list)
+    return distiller, data.pipeline(with_index)
+
+
+def timed_fit(distiller, ds, steps):
+    """Runs `steps` training steps in one `fit` and returns the elapsed seconds."""
+    start = time.perf_counter()
+    distiller.fit(ds, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+    return time.perf_counter() - start
+
+
+def machine_line():
+    """One line naming the hardware and software the numbers come from."""
+    gpus = tf.config.list_physical_devices("GPU")
+    return (
+        f"Machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+        f"{len(gpus)} GPU(s); Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}, backend {keras.backend.backend()}."
+    )
+
+
+def format_table(seconds, batch_size, steps):
+    """Markdown table of median throughput per entry.
+
+    Args:
+        seconds: Dict `{entry: [seconds per timed fit, one per repeat]}`, in
+            display order.
+        batch_size: Images per step.
+        steps: Steps per timed fit.
+
+    Returns:
+        The table as a string.
+    """
+    median_step = {entry: statistics.median(times) / steps for entry, times in seconds.items()}
+    baseline = median_step.get(STUDENT_ALONE)
+    rows = [
+        "| method | images/s (median) | relative to student alone | ms/step |",
+        "|---|---:|---:|---:|",
+    ]
+    for entry, step_s in median_step.items():
+        relative = f"{baseline / step_s:.2f}x" if baseline else "n/a"
+        rows.append(f"| {entry} | {batch_size / step_s:.1f} | {relative} | {step_s * 1e3:.1f} |")
+    return "\n".join(rows)
+
+
+def main(argv):
+    del argv
+    for name in ("batch_size", "steps", "repeats"):
+        if getattr(FLAGS, name) <= 0:
+            raise app.UsageError(f"--{name} must be positive.")
+    if FLAGS.warmup < 1:
+        raise app.UsageError("--warmup must be >= 1 so that tracing is not timed.")
+    for name in ("teacher", "student"):
+        if getattr(FLAGS, name) not in models.available():
+            raise app.UsageError(
+                f"Unknown --{name} {getattr(FLAGS, name)!r}; available: "
+                f"{', '.join(models.available())}."
+            )
+    if FLAGS.num_train < FLAGS.batch_size:
+        raise app.UsageError("--num_train must be at least --batch_size.")
+    try:
+        entries = parse_entries(FLAGS.methods)
+        method_kwargs = json.loads(FLAGS.method_kwargs or "{}")
+    except ValueError as error:  # json.JSONDecodeError included
+        raise app.UsageError(str(error)) from error
+
+    keras.utils.set_random_seed(FLAGS.seed)
+    data = SyntheticData(FLAGS.num_train, FLAGS.num_classes, FLAGS.batch_size, FLAGS.seed)
+    teacher = models.get(FLAGS.teacher, num_classes=FLAGS.num_classes)
+    runs = {}
+    for entry, names in entries:
+        distiller, ds = build_distiller(teacher, names, data, method_kwargs)
+        warmup_s = timed_fit(distiller, ds, FLAGS.warmup)
+        print(f"built and traced {entry}: warm-up {warmup_s:.1f} s", flush=True)
+        runs[entry] = (distiller, ds)
+
+    seconds = {entry: [] for entry in runs}
+    for repeat in range(FLAGS.repeats):
+        for entry, (distiller, ds) in runs.items():
+            seconds[entry].append(timed_fit(distiller, ds, FLAGS.steps))
+        print(f"repeat {repeat + 1}/{FLAGS.repeats} done", flush=True)
+
+    header = (
+        f"{FLAGS.teacher} -> {FLAGS.student}, {FLAGS.num_classes} classes, batch "
+        f"{FLAGS.batch_size}, {FLAGS.steps} timed steps x {FLAGS.repeats} repeats "
+        f"(median), {FLAGS.warmup} warm-up steps, jit_compile={FLAGS.jit_compile}.\n"
+        f"{machine_line()}"
+    )
+    report = f"{header}\n\n{format_table(seconds, FLAGS.batch_size, FLAGS.steps)}\n"
+    print(f"\n{report}")
+    if FLAGS.output:
+        path = pathlib.Path(FLAGS.output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report)
+        print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
