@@ -28,11 +28,10 @@ def step_decay(base_lr, epochs, steps_per_epoch, milestones=REFERENCE_MILESTONES
         raise ValueError(
             f"epochs and steps_per_epoch must be positive, got {epochs} and {steps_per_epoch}."
         )
-    # PiecewiseConstantDecay keeps value i while step <= boundary i, and the
-    # optimizer evaluates it at the 0-based step index: the first step of
-    # milestone epoch m is m * steps_per_epoch.
-    boundaries = [
-        max(1, round(m * epochs / reference_epochs)) * steps_per_epoch - 1 for m in milestones
-    ]
+    # Milestones land on the step at the same fraction of training, so short
+    # runs keep distinct decays. PiecewiseConstantDecay keeps value i while
+    # step <= boundary i, evaluated at the 0-based step index.
+    total_steps = epochs * steps_per_epoch
+    boundaries = [max(1, round(m * total_steps / reference_epochs)) - 1 for m in milestones]
     values = [base_lr * gamma**i for i in range(len(milestones) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)

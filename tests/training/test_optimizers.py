@@ -54,5 +54,7 @@ def test_step_decay_milestones_scale_with_epochs():
     assert short.boundaries == [149, 179, 209]
     np.testing.assert_allclose(float(short(149)), 0.05)
     np.testing.assert_allclose(float(short(150)), 0.005)
+    tiny = step_decay(0.05, epochs=3, steps_per_epoch=100)
+    assert tiny.boundaries == [187, 224, 261]
     with pytest.raises(ValueError, match="positive"):
         step_decay(0.05, epochs=0, steps_per_epoch=10)
