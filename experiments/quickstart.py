@@ -26,6 +26,10 @@ flags.DEFINE_string("dataset", MINI, "The mini set (default), cifar100, cifar10 
 flags.DEFINE_string("data_dir", "", "tensorflow-datasets data directory.")
 flags.DEFINE_bool("download", False, "Allow tensorflow-datasets to download.")
 flags.DEFINE_integer("epochs", 0, "Epochs per stage (0 = 8 on the mini set, else 240).")
+flags.DEFINE_integer("batch_size", 64, "Training batch size.")
+flags.DEFINE_integer("steps_per_epoch", 0, "Cap on steps per epoch (0 = a full pass).")
+flags.DEFINE_string("teacher", "", "Teacher (default resnet20 on the mini set, else resnet32x4).")
+flags.DEFINE_string("student", "", "Student (default resnet8 on the mini set, else resnet8x4).")
 flags.DEFINE_string("output_dir", "runs/quickstart", "Root of the three run directories.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 FLAGS = flags.FLAGS
@@ -34,10 +38,12 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     teacher, student, epochs = PLANS["mini" if FLAGS.dataset == MINI else "full"]
+    teacher, student = FLAGS.teacher or teacher, FLAGS.student or student
     root = pathlib.Path(FLAGS.output_dir)
     common = dict(
         teacher=teacher, student=student, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-        download=FLAGS.download, epochs=FLAGS.epochs or epochs, seed=FLAGS.seed,
+        download=FLAGS.download, epochs=FLAGS.epochs or epochs,
+        steps_per_epoch=FLAGS.steps_per_epoch, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
     )
     stages = {
         f"teacher {teacher}": runner.RunConfig(

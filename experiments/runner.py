@@ -131,6 +131,11 @@ def run(config, extra_callbacks=()):
     out.mkdir(parents=True, exist_ok=True)
     dataset = data.load(config.dataset, data_dir=config.data_dir or None, download=config.download)
     steps_per_epoch = dataset.num_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"The training split of {dataset.name} has {dataset.num_train} examples, fewer "
+            f"than one batch (batch_size={config.batch_size}); lower --batch_size."
+        )
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
     eval_ds = data.eval_pipeline(dataset)

@@ -1,5 +1,7 @@
 import json
 import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -59,6 +61,23 @@ def test_teacher_then_kd_run_write_every_artifact(tiny_folder, tmp_path):
     )
 
 
+def test_quickstart_runs_teacher_student_and_kd_and_prints_accuracies(tiny_folder, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "quickstart.py"), f"--dataset={tiny_folder}",
+         "--teacher=resnet8", "--student=resnet8", "--epochs=1", "--steps_per_epoch=2",
+         "--batch_size=8", f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if "saved_model" in line]
+    assert [row.split()[0:2] for row in rows] == [
+        ["teacher", "resnet8"], ["student", "resnet8"], ["student", "resnet8"]
+    ]
+    for stage in ("teacher", "student", "kd"):
+        assert (tmp_path / stage / "saved_model" / "saved_model.pb").exists()
+        assert (tmp_path / stage / "metrics.json").exists()
+
+
 class _CrashAfterFirstEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == 0:
@@ -84,6 +103,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
         ({"mode": "distill", "method": "kd", "teacher_weights": ""}, "needs --teacher_weights"),
         ({"mode": "distill", "method": "nope", "teacher_weights": "x"}, "Unknown method 'nope'"),
         ({"epochs": 0}, "epochs must be positive"),
+        ({"batch_size": 100}, "fewer than one batch"),
     ],
 )
 def test_bad_configuration_fails_before_any_work(tiny_folder, tmp_path, overrides, message):
