@@ -2,7 +2,7 @@
 
 A run writes to its output directory:
 
-    backup/            resumable state (weights, optimizer, epoch), removed at the end
+    backup/            resumable state (weights, optimizer, epoch), removed once saved
     history.csv        one row per epoch
     model.keras        the trained model (the student in distill mode)
     saved_model/       TensorFlow SavedModel of it: float32 [0, 255] images -> logits
@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import time
 
 import keras
@@ -172,7 +173,8 @@ def run(config, extra_callbacks=()):
         dataset, config.batch_size, with_index=with_index, seed=config.seed
     ).repeat()
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        # Kept until the model is saved below, so a crash while saving loses nothing.
+        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         *extra_callbacks,
     ]
@@ -190,6 +192,7 @@ def run(config, extra_callbacks=()):
 
     trained.save(out / "model.keras")
     export_saved_model(trained, out / "saved_model", dataset.mean, dataset.std)
+    shutil.rmtree(out / "backup", ignore_errors=True)
     metrics.update(
         {
             "test_accuracy": _accuracy(trained, eval_ds),

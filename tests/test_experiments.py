@@ -91,6 +91,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
     assert (tmp_path / "run" / "backup").exists()
     metrics = runner.run(config)
     assert metrics["epochs_trained_this_session"] == 2
+    assert not (tmp_path / "run" / "backup").exists()
     rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["0", "1", "2"]
 
