@@ -130,3 +130,21 @@ def test_taps_for_an_arbitrary_functional_model():
 def test_feat_last_resolves_to_the_last_stage_of_zoo_models():
     model = models.get("resnet8", num_classes=5)
     assert models.resolve_taps(model, ["feat_last"]) == {"feat_last": "feat_3"}
+
+
+def test_distiller_round_trips_through_a_keras_file(tmp_path):
+    teacher, student = _tiny_pair()
+    distiller = kerasdistill.Distiller(
+        teacher, student, [methods.KD(temperature=2.0), methods.MSDCRD()], ce_weight=0.5
+    )
+    distiller.compile(optimizer="sgd")
+    x, y = _batch()
+    distiller.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    distiller.save(tmp_path / "distiller.keras")
+    restored = keras.saving.load_model(tmp_path / "distiller.keras")
+    assert restored.ce_weight == 0.5
+    assert [type(m).__name__ for m in restored.methods] == ["KD", "MSDCRD"]
+    assert int(keras.ops.convert_to_numpy(restored.training_steps)) == 2
+    np.testing.assert_allclose(
+        restored(x)["logits"].numpy(), distiller(x)["logits"].numpy(), rtol=1e-5, atol=1e-6
+    )
