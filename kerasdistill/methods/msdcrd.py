@@ -28,7 +28,7 @@ from kerasdistill.ops.multiscale import (
     region_scale_ids,
 )
 
-PROJECTIONS = ("linear", "none", "classifier")
+PROJECTIONS = ("auto", "linear", "none", "classifier")
 FEATURE_NEGATIVES = ("all", "same_scale")
 REGION_WEIGHTINGS = ("uniform", "per_scale")
 
@@ -86,14 +86,19 @@ class MSDCRD(DistillationMethod):
             `(window, stride)` pairs, each an int (pixels) or a float fraction
             of the map side. See `kerasdistill.ops.multiscale`.
         pooling: `"grid"` or `"overlapping"`.
-        projection: How local features reach a common space: `"linear"` (a
+        projection: How local features reach a common space: `"auto"`
+            (default: `"none"` for a tap whose teacher and student channel
+            counts match, else `"linear"`; chosen by the ablation in
+            `docs/results.md`, where the parameter-free form was best),
+            `"linear"` (a
             trainable Dense head per side and tap, trained with the student,
             not part of the exported student), `"none"` (identity; teacher and
             student channel counts must match), or `"classifier"` (each model's
             own classifier, passed as `teacher_classifier` and
             `student_classifier`, maps local features to class space).
         projection_dim: Output size of the `"linear"` heads.
-        temperature: InfoNCE temperature `tau > 0`.
+        temperature: InfoNCE temperature `tau > 0` (0.07: best of 0.07, 0.1,
+            0.2, 0.5 in `docs/results.md`).
         symmetric: Add the teacher-anchored direction of both losses and
             average the two directions.
         exclude_same_class_negatives: Drop sample-wise negatives whose label
@@ -117,9 +122,9 @@ class MSDCRD(DistillationMethod):
         tap_weights=None,
         scales=(1, 2, 4),
         pooling=GRID,
-        projection="linear",
+        projection="auto",
         projection_dim=128,
-        temperature=0.1,
+        temperature=0.07,
         symmetric=False,
         exclude_same_class_negatives=False,
         feature_negatives="all",
@@ -182,13 +187,20 @@ class MSDCRD(DistillationMethod):
     def build_from_taps(self, teacher_shapes, student_shapes):
         """Checks that both sides give matching regions and creates the heads."""
         self._scale_ids = []
+        self._tap_projections = []
+        self._head_index = {}
         teacher_heads, student_heads = [], []
-        for tap in self.taps:
+        for index, tap in enumerate(self.taps):
             t_shape, s_shape = tuple(teacher_shapes[tap]), tuple(student_shapes[tap])
             windows, _ = matching_windows(t_shape, s_shape, self.scales, self.pooling)
             self._scale_ids.append(region_scale_ids(windows))
-            self._check_channels(tap, t_shape[-1], s_shape[-1])
-            if self.projection == "linear":
+            projection = self.projection
+            if projection == "auto":
+                projection = "none" if t_shape[-1] == s_shape[-1] else "linear"
+            self._tap_projections.append(projection)
+            self._check_channels(tap, projection, t_shape[-1], s_shape[-1])
+            if projection == "linear":
+                self._head_index[index] = len(teacher_heads)
                 teacher_heads.append(self._make_head(f"{tap}_teacher_head", t_shape[-1]))
                 student_heads.append(self._make_head(f"{tap}_student_head", s_shape[-1]))
         self.teacher_heads = teacher_heads
@@ -202,14 +214,14 @@ class MSDCRD(DistillationMethod):
         head.build((None, None, channels))
         return head
 
-    def _check_channels(self, tap, teacher_channels, student_channels):
-        if self.projection == "none" and teacher_channels != student_channels:
+    def _check_channels(self, tap, projection, teacher_channels, student_channels):
+        if projection == "none" and teacher_channels != student_channels:
             raise ValueError(
                 f"projection='none' needs equal channel counts, but tap {tap!r} has "
                 f"{teacher_channels} teacher and {student_channels} student channels; "
                 "use projection='linear'."
             )
-        if self.projection == "classifier":
+        if projection == "classifier":
             for side, channels, layer in (
                 ("teacher", teacher_channels, self.teacher_classifier),
                 ("student", student_channels, self.student_classifier),
@@ -224,10 +236,11 @@ class MSDCRD(DistillationMethod):
 
     def _project(self, index, local, side):
         """Maps `(batch, P, C)` local features of one side to unit vectors."""
-        if self.projection == "linear":
+        projection = self._tap_projections[index]
+        if projection == "linear":
             heads = self.teacher_heads if side == "teacher" else self.student_heads
-            local = heads[index](local)
-        elif self.projection == "classifier":
+            local = heads[self._head_index[index]](local)
+        elif projection == "classifier":
             layer = self.teacher_classifier if side == "teacher" else self.student_classifier
             local = layer(local)
         return l2_normalize(local)

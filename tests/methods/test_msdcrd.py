@@ -31,7 +31,7 @@ def _terms(method, teacher_map, student_map, labels=LABELS, tap="feat_last"):
     return {k: float(v) for k, v in out.items()}
 
 
-def _reference_terms(teacher_map, student_map, tau=0.1, scales=(1, 2, 4)):
+def _reference_terms(teacher_map, student_map, tau=0.07, scales=(1, 2, 4)):
     """Both losses composed from the ops, for `projection="none"`."""
     s = l2_normalize(multiscale_pool(student_map, scales))
     t = l2_normalize(multiscale_pool(teacher_map, scales))
@@ -48,6 +48,23 @@ def test_heterogeneous_maps_with_linear_heads():
     assert all(np.isfinite(v) and v > 0 for v in terms.values())
     assert method.teacher_heads[0].kernel.shape == (64, 128)
     assert method.student_heads[0].kernel.shape == (32, 128)
+
+
+def test_auto_projection_is_parameter_free_when_channels_match():
+    same = _built(MSDCRD(), (6, 8, 8, 16), (6, 8, 8, 16))
+    assert same.trainable_weights == []
+    teacher = _maps((6, 8, 8, 16), 7)
+    student = teacher + 0.2 * _maps((6, 8, 8, 16), 8)
+    sw, fw = _reference_terms(teacher, student)
+    terms = _terms(same, teacher, student)
+    assert terms["loss_msd_sw"] == pytest.approx(sw, rel=1e-5)
+    assert terms["loss_msd_fw"] == pytest.approx(fw, rel=1e-5)
+    two_taps = MSDCRD(taps=("feat_2", "feat_3"))
+    two_taps.build_from_taps(
+        {"feat_2": (6, 8, 8, 16), "feat_3": (6, 4, 4, 32)},
+        {"feat_2": (6, 8, 8, 16), "feat_3": (6, 4, 4, 8)},
+    )
+    assert [h.kernel.shape for h in two_taps.student_heads] == [(8, 128)]
 
 
 def test_terms_are_weighted_ops_losses():
@@ -181,10 +198,10 @@ def test_per_scale_weighting_and_same_scale_negatives():
     terms = _terms(method, teacher, student)
     s = l2_normalize(multiscale_pool(student, (1, 2)))
     t = l2_normalize(multiscale_pool(teacher, (1, 2)))
-    sw = np.mean(np.asarray(sample_wise_info_nce(s, t, 0.1)), axis=0)
+    sw = np.mean(np.asarray(sample_wise_info_nce(s, t, 0.07)), axis=0)
     assert terms["loss_msd_sw"] == pytest.approx(0.5 * sw[0] + 0.5 * np.mean(sw[1:]), rel=1e-5)
     # The 1x1 region has no same-scale negative (loss 0); the 2x2 regions contrast among themselves.
-    fw = np.mean(np.asarray(feature_wise_info_nce(s[:, 1:], t[:, 1:], 0.1)), axis=0)
+    fw = np.mean(np.asarray(feature_wise_info_nce(s[:, 1:], t[:, 1:], 0.07)), axis=0)
     assert terms["loss_msd_fw"] == pytest.approx(0.5 * np.mean(fw), rel=1e-5)
 
 
