@@ -22,8 +22,11 @@ from absl import app, flags
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 KD = {"weight": 0.9, "temperature": 4.0}
+# The reading the MSDCRD rows vary one option of (the defaults before this ablation).
+BASE = {"projection": "linear", "temperature": 0.1}
 # name -> (what the row tests, flags of the row). MSDCRD rows are CE 1.0 + MSDCRD
-# unless they say "+ KD".
+# unless they say "+ KD"; their "msdcrd" entry is merged over BASE, except in the
+# "defaults" rows, which use the library's current defaults.
 ROWS = {
     "student": ("student trained alone (CE)", {"mode": "student"}),
     "kd": ("KD (CE 0.1 + KD 0.9, T 4)", {"method": "kd", "ce_weight": 0.1, "kwargs": {"kd": KD}}),
@@ -37,9 +40,15 @@ ROWS = {
         "DKD (alpha 1, beta 8, T 4, warm-up 1/12 of training)",
         {"method": "dkd", "kwargs": {"dkd": {"warmup_epochs": 0.33}}},
     ),
-    "msdcrd": ("MSDCRD default: grids 1,2,4, linear heads, tau 0.1", {"method": "msdcrd"}),
+    "msdcrd": ("MSDCRD base: grids 1,2,4, linear heads, tau 0.1", {"method": "msdcrd", "msdcrd": {}}),
     "msdcrd_kd": (
-        "MSDCRD + KD (CE 1, KD 1)",
+        "MSDCRD base + KD (CE 1, KD 1)",
+        {"method": "kd,msdcrd", "kwargs": {"kd": {"weight": 1.0, "temperature": 4.0}},
+         "msdcrd": {}},
+    ),
+    "defaults": ("MSDCRD library defaults (tau 0.07, no heads here)", {"method": "msdcrd"}),
+    "defaults_kd": (
+        "MSDCRD library defaults + KD (CE 1, KD 1)",
         {"method": "kd,msdcrd", "kwargs": {"kd": {"weight": 1.0, "temperature": 4.0}}},
     ),
     "scales_1": ("MSDCRD scales {1} (global only)", {"method": "msdcrd", "msdcrd": {"scales": [1]}}),
@@ -86,7 +95,7 @@ def row_command(name):
     _, spec = ROWS[name]
     kwargs = {**spec.get("kwargs", {})}
     if "msdcrd" in spec:
-        kwargs["msdcrd"] = spec["msdcrd"]
+        kwargs["msdcrd"] = {**BASE, **spec["msdcrd"]}
     args = {
         "mode": spec.get("mode", "distill"),
         "teacher": FLAGS.teacher,
