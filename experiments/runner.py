@@ -149,26 +149,23 @@ def run(config, extra_callbacks=()):
         method_list = build_methods(config, dataset, steps_per_epoch)
         model = kerasdistill.Distiller(teacher, trained, method_list, ce_weight=config.ce_weight)
         with_index = any(m.uses_sample_indices for m in method_list)
-        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        loss = None  # The Distiller computes its own loss.
     else:
         trained = models.get(getattr(config, config.mode), num_classes=dataset.num_classes)
         model = trained
         with_index = False
-        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     optimizer = TorchSGD(
         step_decay(config.lr, config.epochs, steps_per_epoch),
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
-    if config.mode == "distill":
-        model.compile(optimizer=optimizer, metrics=[metric])
-    else:
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[metric],
-        )
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
     train_ds = data.train_pipeline(
         dataset, config.batch_size, with_index=with_index, seed=config.seed
     ).repeat()
