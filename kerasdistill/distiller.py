@@ -5,7 +5,7 @@ from keras import ops
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.models.taps import LOGITS, tap_model
-from kerasdistill.ops import sparse_cross_entropy
+from kerasdistill.ops import distributed, sparse_cross_entropy
 
 IMAGE_KEY = "image"
 INDEX_KEY = "index"
@@ -101,8 +101,14 @@ class Distiller(keras.Model):
         # Steps trained so far, passed to methods for schedules (DKD warm-up). A
         # model variable rather than `optimizer.iterations` so that every backend
         # (JAX's stateless loss included) can read it; saved with the weights.
+        # Every replica adds 1; the first replica's update is applied to all.
         self.training_steps = self.add_weight(
-            shape=(), dtype="int64", initializer="zeros", trainable=False, name="training_steps"
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="training_steps",
         )
         # Every sub-layer was built above from static shapes.
         self.built = True
@@ -116,35 +122,111 @@ class Distiller(keras.Model):
         images, _ = _split_inputs(inputs)
         return self._student_taps(images, training=training)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        ce = sparse_cross_entropy(y, y_pred[LOGITS])
-        if not training:
-            # Evaluation scores the student alone: plain, unweighted cross-entropy.
-            self._loss_trackers["loss_ce"].update_state(ce)
-            return ce
-        terms = {"loss_ce": self.ce_weight * ce}
-        if self.methods:
-            images, sample_indices = _split_inputs(x)
-            teacher_outputs = self._teacher_taps(images, training=False)
-            teacher_outputs = {k: ops.stop_gradient(v) for k, v in teacher_outputs.items()}
-            step = ops.convert_to_tensor(self.training_steps)
-            for method in self.methods:
-                terms.update(
-                    method(
-                        teacher_outputs,
-                        y_pred,
-                        labels=y,
-                        sample_indices=sample_indices,
-                        step=step,
-                    )
+    def _loss_terms(self, x, y, student_outputs):
+        """Runs the frozen teacher and the methods; returns the weighted terms.
+
+        Each term is this replica's estimate of the term on the global batch
+        (a mean over its shard, or a value the method computed from features
+        gathered over all replicas).
+        """
+        terms = {"loss_ce": self.ce_weight * sparse_cross_entropy(y, student_outputs[LOGITS])}
+        if not self.methods:
+            return terms
+        images, sample_indices = _split_inputs(x)
+        teacher_outputs = self._teacher_taps(images, training=False)
+        teacher_outputs = {k: ops.stop_gradient(v) for k, v in teacher_outputs.items()}
+        step = ops.convert_to_tensor(self.training_steps)
+        for method in self.methods:
+            terms.update(
+                method(
+                    teacher_outputs,
+                    student_outputs,
+                    labels=y,
+                    sample_indices=sample_indices,
+                    step=step,
                 )
+            )
+        return terms
+
+    def _total_loss(self, terms):
+        """Sums the terms and the regularization losses, in float32."""
         total = ops.sum(ops.stack([ops.cast(v, "float32") for v in terms.values()]))
         for loss in self.losses:
             total = total + ops.sum(ops.cast(loss, "float32"))
+        return total
+
+    def _record_terms(self, terms):
         for name, value in terms.items():
             self._loss_trackers[name].update_state(value)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The loss of Keras's own train step (used on the JAX backend).
+
+        Returns:
+            The total loss divided by the number of replicas (the share of a
+            replica, as Keras's own losses return it).
+        """
+        if not training:
+            # Evaluation scores the student alone: plain, unweighted cross-entropy.
+            ce = sparse_cross_entropy(y, y_pred[LOGITS])
+            self._loss_trackers["loss_ce"].update_state(ce)
+            return distributed.scale_for_replicas(ce)
+        terms = self._loss_terms(x, y, y_pred)
+        self._record_terms(terms)
         self.training_steps.assign_add(1)
-        return total
+        return distributed.scale_for_replicas(self._total_loss(terms))
+
+    def train_step(self, *args, **kwargs):
+        """One training step; written out for TensorFlow, Keras's own elsewhere.
+
+        On TensorFlow, under any `tf.distribute` strategy: each replica runs
+        the student (training mode, once) and the frozen teacher (inference
+        mode, no gradient) on its shard, the methods return their terms
+        (contrastive ones from features gathered over all replicas), the
+        total is divided by the number of replicas before the gradient (the
+        optimizer sums gradients over replicas), and the step counter and
+        method state advance once. On JAX, Keras's stateless step calls
+        `compute_loss`, which computes the same terms.
+        """
+        if keras.backend.backend() != "tensorflow":
+            return super().train_step(*args, **kwargs)
+        import tensorflow as tf
+
+        (data,) = args
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            student_outputs = self(x, training=True)
+            terms = self._loss_terms(x, y, student_outputs)
+            total = self._total_loss(terms)
+            scaled = self.optimizer.scale_loss(distributed.scale_for_replicas(total))
+        gradients = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply(gradients, self.trainable_weights)
+        # Keras's "loss" metric, created by `compile`; each replica reports its
+        # estimate of the global value and the logs average the replicas.
+        self._loss_tracker.update_state(total)
+        self._record_terms(terms)
+        self.training_steps.assign_add(1)
+        return self.compute_metrics(x, y, student_outputs)
+
+    def test_step(self, *args, **kwargs):
+        """Scores the student alone; reports only what evaluation computes.
+
+        Returns:
+            Logs with `loss` and `loss_ce` (plain cross-entropy) and the
+            compiled metrics. On TensorFlow the distillation terms, which
+            evaluation does not compute, are left out.
+        """
+        if keras.backend.backend() != "tensorflow":
+            return super().test_step(*args, **kwargs)
+        (data,) = args
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        student_outputs = self(x, training=False)
+        ce = sparse_cross_entropy(y, student_outputs[LOGITS])
+        batch_size = ops.shape(y)[0]
+        self._loss_tracker.update_state(ce, sample_weight=batch_size)
+        self._loss_trackers["loss_ce"].update_state(ce, sample_weight=batch_size)
+        logs = self.compute_metrics(x, y, student_outputs)
+        return {k: v for k, v in logs.items() if k == "loss_ce" or k not in self._loss_trackers}
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred[LOGITS], sample_weight)

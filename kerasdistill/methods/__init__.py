@@ -1,7 +1,7 @@
 """Distillation methods, one module each, behind one registry."""
 
 from kerasdistill.methods.at import AT
-from kerasdistill.methods.base import DistillationMethod
+from kerasdistill.methods.base import DistillationMethod, TrainingData
 from kerasdistill.methods.crd import CRD
 from kerasdistill.methods.dkd import DKD
 from kerasdistill.methods.fitnet import FitNet
@@ -17,6 +17,7 @@ __all__ = [
     "FitNet",
     "KD",
     "MSDCRD",
+    "TrainingData",
     "available",
     "get",
     "method_class",

@@ -129,7 +129,6 @@ class AT(DistillationMethod):
         weight=1000.0,
         **kwargs,
     ):
-        kwargs.setdefault("dtype", "float32")
         super().__init__(teacher_taps=teacher_taps, student_taps=student_taps, **kwargs)
         if len(self.teacher_taps) != len(self.student_taps) or not self.teacher_taps:
             raise ValueError(

@@ -1,6 +1,31 @@
 """The one interface every distillation method implements."""
 
+import dataclasses
+
 import keras
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """What a method may need to know of the training set before it is built.
+
+    Attributes:
+        train_labels: Integer class label of every training sample, in
+            dataset-index order (CRD's memory bank and negatives).
+        steps_per_epoch: Optimizer steps in one epoch (schedules given in
+            epochs, like DKD's warm-up).
+    """
+
+    train_labels: np.ndarray = None
+    steps_per_epoch: int = None
+
+    def require(self, field, method):
+        """Returns attribute `field`, or raises naming the method that needs it."""
+        value = getattr(self, field)
+        if value is None:
+            raise ValueError(f"{method} needs TrainingData.{field}, which was not given.")
+        return value
 
 
 class DistillationMethod(keras.layers.Layer):
@@ -19,7 +44,8 @@ class DistillationMethod(keras.layers.Layer):
     Args:
         teacher_taps: Tap names read from the teacher.
         student_taps: Tap names read from the student.
-        **kwargs: Passed to `keras.layers.Layer` (`name`, `dtype`).
+        **kwargs: Passed to `keras.layers.Layer` (`name`; `dtype` defaults to
+            float32 whatever the global policy).
     """
 
     # True for methods that need each sample's dataset index (`sample_indices`)
@@ -27,9 +53,28 @@ class DistillationMethod(keras.layers.Layer):
     uses_sample_indices = False
 
     def __init__(self, teacher_taps, student_taps, **kwargs):
+        # Losses compute in float32 under any mixed-precision policy: Keras
+        # casts the (float16 / bfloat16) inputs up before `call`.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.teacher_taps = tuple(teacher_taps)
         self.student_taps = tuple(student_taps)
+
+    @classmethod
+    def from_data(cls, data=None, **kwargs):
+        """Builds the method from its hyper-parameters and what it needs of the data.
+
+        Methods that need the training set (CRD's labels) or its length (a
+        schedule in epochs) override this; the default ignores `data`.
+
+        Args:
+            data: A `TrainingData`, or `None`.
+            **kwargs: Constructor arguments.
+
+        Returns:
+            An instance of `cls`.
+        """
+        return cls(**kwargs)
 
     def loss_terms(self):
         """Returns the names of the loss terms `call` reports, e.g. `("loss_kd",)`.

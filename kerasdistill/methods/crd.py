@@ -18,7 +18,9 @@ from keras import ops
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
+from kerasdistill.ops import distributed
 from kerasdistill.ops.normalize import divide_by_l2_norm
+from kerasdistill.ops.state import scatter_rows
 
 POOLED = "pooled"
 # Added to the NCE denominators, as the reference's `eps`.
@@ -132,7 +134,6 @@ class CRD(DistillationMethod):
         seed=None,
         **kwargs,
     ):
-        kwargs.setdefault("dtype", "float32")
         super().__init__(teacher_taps=(teacher_tap,), student_taps=(student_tap,), **kwargs)
         labels = np.asarray(train_labels)
         if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
@@ -171,6 +172,23 @@ class CRD(DistillationMethod):
         self.seed_generator = keras.random.SeedGenerator(seed, name="negative_sampler")
         self._taps_built = False
 
+    @classmethod
+    def from_data(cls, data=None, **kwargs):
+        """Builds CRD with the training labels of `data` unless given.
+
+        Args:
+            data: A `TrainingData` with `train_labels`.
+            **kwargs: Constructor arguments.
+
+        Returns:
+            A `CRD`.
+        """
+        if "train_labels" not in kwargs:
+            if data is None:
+                raise ValueError("CRD needs the training labels: pass TrainingData(train_labels=...).")
+            kwargs["train_labels"] = data.require("train_labels", "CRD")
+        return cls(**kwargs)
+
     def loss_terms(self):
         return ("loss_crd",)
 
@@ -202,6 +220,7 @@ class CRD(DistillationMethod):
             initializer=bank_init,
             trainable=False,
             dtype="float32",
+            aggregation="only_first_replica",
             name="memory_v1",
         )
         self.memory_v2 = self.add_weight(
@@ -209,6 +228,7 @@ class CRD(DistillationMethod):
             initializer=bank_init,
             trainable=False,
             dtype="float32",
+            aggregation="only_first_replica",
             name="memory_v2",
         )
         self.z_v1 = self.add_weight(
@@ -216,6 +236,7 @@ class CRD(DistillationMethod):
             initializer=keras.initializers.Constant(-1.0),
             trainable=False,
             dtype="float32",
+            aggregation="only_first_replica",
             name="z_v1",
         )
         self.z_v2 = self.add_weight(
@@ -223,6 +244,7 @@ class CRD(DistillationMethod):
             initializer=keras.initializers.Constant(-1.0),
             trainable=False,
             dtype="float32",
+            aggregation="only_first_replica",
             name="z_v2",
         )
         self._taps_built = True
@@ -333,23 +355,35 @@ class CRD(DistillationMethod):
         }
 
     def _update_z(self, z_var, logits):
-        """Returns `Z` (set from `logits` while negative, then frozen), storing it."""
+        """Returns `Z` (set from `logits` while negative, then frozen), storing it.
+
+        `Z = mean(exp(logits)) * num_samples` over the global batch (every
+        replica's rows), with the peak factored out against overflow.
+        """
         logits = ops.stop_gradient(logits)
-        # mean(exp(logits)) * num_samples, with the peak factored out against overflow.
-        peak = ops.max(logits)
-        first = ops.exp(peak) * (ops.mean(ops.exp(logits - peak)) * float(self.num_samples))
+        peak = ops.max(distributed.all_gather(ops.reshape(ops.max(logits), (1,))))
+        local = ops.stack(
+            [ops.sum(ops.exp(logits - peak)), ops.cast(ops.size(logits), "float32")]
+        )
+        sums = ops.sum(distributed.all_gather(local[None]), axis=0)
+        total, count = sums[0], sums[1]
+        first = ops.exp(peak) * (total / count * float(self.num_samples))
         current = ops.convert_to_tensor(z_var)
         z = ops.where(current < 0, first, current)
         z_var.assign(z)
         return z
 
     def _update_bank(self, bank, idx, v):
-        """`bank[idx] <- normalize(momentum * bank[idx] + (1 - momentum) * v)`."""
-        bank_value = ops.convert_to_tensor(bank)
-        rows = ops.take(bank_value, idx, axis=0) * self.momentum
-        rows = rows + ops.stop_gradient(v) * (1.0 - self.momentum)
-        rows = divide_by_l2_norm(rows)
-        bank.assign(ops.scatter_update(bank_value, ops.expand_dims(idx, -1), rows))
+        """`bank[idx] <- normalize(momentum * bank[idx] + (1 - momentum) * v)`.
+
+        Uses every replica's rows, so the bank is the same on all replicas;
+        only the rows of the batch are written.
+        """
+        idx = distributed.all_gather(idx)
+        v = distributed.all_gather(ops.stop_gradient(v))
+        rows = ops.take(ops.convert_to_tensor(bank), idx, axis=0) * self.momentum
+        rows = divide_by_l2_norm(rows + v * (1.0 - self.momentum))
+        scatter_rows(bank, idx, rows)
 
     def call(self, teacher_outputs, student_outputs, labels, sample_indices=None, step=None):
         if sample_indices is None:
@@ -358,7 +392,12 @@ class CRD(DistillationMethod):
                 '({"image": images, "index": indices}, labels) batches, e.g. the library\'s '
                 "data loaders with with_index=True."
             )
-        contrast = self.sample_contrast_indices(sample_indices)
+        # Negatives are drawn for the global batch (the same draw on every
+        # replica and on one device); each replica keeps its anchors' rows.
+        contrast = distributed.local_rows(
+            self.sample_contrast_indices(distributed.all_gather(sample_indices)),
+            ops.shape(sample_indices)[0],
+        )
         terms = self.compute_loss_terms(
             student_outputs[self.student_tap],
             ops.stop_gradient(teacher_outputs[self.teacher_tap]),

@@ -104,7 +104,6 @@ class DKD(DistillationMethod):
     """
 
     def __init__(self, alpha=1.0, beta=8.0, temperature=4.0, warmup_steps=0, **kwargs):
-        kwargs.setdefault("dtype", "float32")
         super().__init__(teacher_taps=(LOGITS,), student_taps=(LOGITS,), **kwargs)
         if temperature <= 0:
             raise ValueError(f"DKD temperature must be > 0, got {temperature}.")
@@ -114,6 +113,28 @@ class DKD(DistillationMethod):
         self.beta = float(beta)
         self.temperature = float(temperature)
         self.warmup_steps = int(warmup_steps)
+
+    @classmethod
+    def from_data(cls, data=None, warmup_epochs=None, **kwargs):
+        """Builds DKD; `warmup_epochs` (the reference's unit) becomes steps.
+
+        Args:
+            data: A `TrainingData` with `steps_per_epoch` (needed only with
+                `warmup_epochs`).
+            warmup_epochs: Warm-up length in epochs, or `None`.
+            **kwargs: Constructor arguments.
+
+        Returns:
+            A `DKD`.
+        """
+        if warmup_epochs is not None:
+            if "warmup_steps" in kwargs:
+                raise ValueError("Give DKD warmup_epochs or warmup_steps, not both.")
+            if data is None:
+                raise ValueError("DKD warmup_epochs needs TrainingData.steps_per_epoch.")
+            steps = data.require("steps_per_epoch", "DKD warmup_epochs")
+            kwargs["warmup_steps"] = int(warmup_epochs * steps)
+        return cls(**kwargs)
 
     def loss_terms(self):
         return ("loss_tckd", "loss_nckd")

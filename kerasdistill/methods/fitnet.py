@@ -116,7 +116,6 @@ class FitNet(DistillationMethod):
     def __init__(
         self, teacher_tap="feat_2", student_tap="feat_2", weight=100.0, use_relu=True, **kwargs
     ):
-        kwargs.setdefault("dtype", "float32")
         super().__init__(teacher_taps=(teacher_tap,), student_taps=(student_tap,), **kwargs)
         self.teacher_tap = teacher_tap
         self.student_tap = student_tap

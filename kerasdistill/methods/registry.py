@@ -31,14 +31,17 @@ def method_class(name):
     return _METHODS[name]
 
 
-def get(identifier, **kwargs):
+def get(identifier, data=None, **kwargs):
     """Instantiates a method by name.
 
     Args:
         identifier: A registered method name (see `available()`).
+        data: A `TrainingData` telling the method what it needs of the
+            training set (CRD: the labels; DKD: steps per epoch for
+            `warmup_epochs`), or `None`.
         **kwargs: Hyper-parameters passed to the method's constructor.
 
     Returns:
         A `DistillationMethod` instance.
     """
-    return method_class(identifier)(**kwargs)
+    return method_class(identifier).from_data(data, **kwargs)
