@@ -11,6 +11,7 @@ from kerasdistill.ops import (
     multiscale_pool,
     sample_wise_info_nce,
 )
+from kerasdistill.ops.categorization import multi_positive_sample_wise_info_nce
 
 TEACHER_SHAPE = (6, 8, 8, 64)
 STUDENT_SHAPE = (6, 4, 4, 32)
@@ -238,6 +239,14 @@ def test_classifier_projection_uses_the_given_layers():
         ({"beta": -1.0}, ">= 0"),
         ({"projection": "classifier"}, "needs teacher_classifier"),
         ({"feature_negatives": "none"}, "feature_negatives must be one of"),
+        ({"same_class_pairs": "ignore"}, "same_class_pairs must be one of"),
+        ({"region_categorization": "drop"}, "region_categorization must be one of"),
+        ({"region_reference": "student"}, "region_reference must be one of"),
+        ({"complementary_weight": 1.5}, r"complementary_weight must be in \[0, 1\]"),
+        ({"scales": "all"}, "scales must be a sequence of scales or 'auto'"),
+        ({"scales": "auto", "pooling": "overlapping"}, "with pooling='grid'"),
+        ({"student_classifier": keras.layers.Dense(3)}, "student_classifier needs projection"),
+        ({"teacher_classifier": keras.layers.Dense(3)}, "or a region_categorization"),
     ],
 )
 def test_invalid_options_raise(kwargs, message):
@@ -248,7 +257,7 @@ def test_invalid_options_raise(kwargs, message):
 def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="projection='none' needs equal channel counts"):
         _built(MSDCRD(projection="none"))
-    with pytest.raises(ValueError, match="Grid 4x4 does not divide"):
+    with pytest.raises(ValueError, match="Grid 4x4 is finer than the feature map"):
         _built(MSDCRD(), TEACHER_SHAPE, (6, 2, 2, 32))
     with pytest.raises(RuntimeError, match="build_from_taps"):
         MSDCRD()(
@@ -313,3 +322,245 @@ def test_distiller_trains_heads_and_student_but_not_teacher():
     # The heads live in the method, not in the exported student.
     student_paths = {v.path for v in student.weights}
     assert not student_paths & {v.path for v in method.weights}
+
+
+def test_default_grids_train_on_non_divisible_imagenet_sized_maps():
+    # ImageNet ResNets end on 7x7 maps; 2 and 4 do not divide 7 (adaptive cells).
+    pairs = (((4, 7, 7, 16), (4, 7, 7, 8)), ((4, 14, 14, 8), (4, 7, 7, 8)))
+    for teacher_shape, student_shape in pairs:
+        method = _built(MSDCRD(), teacher_shape, student_shape)
+        assert len(method._scale_ids[0]) == 21
+        teacher = tf.constant(_maps(teacher_shape, 30))
+        student = tf.Variable(_maps(student_shape, 31))
+        with tf.GradientTape() as tape:
+            out = method({"feat_last": teacher}, {"feat_last": student}, labels=LABELS[:4])
+            total = out["loss_msd_sw"] + out["loss_msd_fw"]
+        assert all(np.isfinite(float(v)) and float(v) > 0 for v in out.values())
+        grad = np.asarray(tape.gradient(total, student))
+        assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+def _reference_fw(teacher, student, keep, scales=(1, 2, 4)):
+    s = l2_normalize(multiscale_pool(student, scales))
+    t = l2_normalize(multiscale_pool(teacher, scales))
+    return float(np.mean(feature_wise_info_nce(s, t, 0.07, keep)))
+
+
+def test_non_overlapping_feature_negatives():
+    shape = (6, 8, 8, 8)
+    teacher, student = _maps(shape, 40), _maps(shape, 41)
+    default = _terms(_built(MSDCRD(projection="none"), shape, shape), teacher, student)
+    method = _built(MSDCRD(projection="none", feature_negatives="non_overlapping"), shape, shape)
+    terms = _terms(method, teacher, student)
+    # Reference mask, written out: region 0 is global, 1-4 the quadrants, 5-20 the 4x4 cells.
+    cells = [(0, 0, 1)] + [(1, i, j) for i in range(2) for j in range(2)]
+    cells += [(2, i, j) for i in range(4) for j in range(4)]
+    size = {0: 1, 1: 2, 2: 4}
+
+    def overlap(a, b):
+        (ka, ia, ja), (kb, ib, jb) = a, b
+        if ka == 0 or kb == 0:
+            return True
+        coarse, fine = (a, b) if ka <= kb else (b, a)
+        ratio = size[fine[0]] // size[coarse[0]]
+        return fine[1] // ratio == coarse[1] and fine[2] // ratio == coarse[2]
+
+    keep = np.array([[not overlap(a, b) for b in cells] for a in cells])
+    assert terms["loss_msd_fw"] == pytest.approx(_reference_fw(teacher, student, keep), rel=1e-5)
+    assert terms["loss_msd_fw"] < default["loss_msd_fw"] - 1e-3
+    assert terms["loss_msd_sw"] == pytest.approx(default["loss_msd_sw"], rel=1e-6)
+    # One grid has no overlapping regions: the option changes nothing.
+    one_grid = [
+        _terms(
+            _built(MSDCRD(projection="none", scales=(4,), feature_negatives=n), shape, shape),
+            teacher,
+            student,
+        )
+        for n in ("all", "non_overlapping")
+    ]
+    assert one_grid[0] == pytest.approx(one_grid[1], rel=1e-6)
+
+
+def test_same_class_positives():
+    shape = (6, 4, 4, 8)
+    teacher, student = _maps(shape, 42), _maps(shape, 43)
+    default = _built(MSDCRD(projection="none"), shape, shape)
+    method = _built(MSDCRD(projection="none", same_class_pairs="positives"), shape, shape)
+    terms, plain = _terms(method, teacher, student), _terms(default, teacher, student)
+    s = l2_normalize(multiscale_pool(student, (1, 2, 4)))
+    t = l2_normalize(multiscale_pool(teacher, (1, 2, 4)))
+    same = LABELS[:, None] == LABELS[None, :]
+    expected = np.mean(multi_positive_sample_wise_info_nce(s, t, 0.07, same))
+    assert terms["loss_msd_sw"] == pytest.approx(float(expected), rel=1e-5)
+    assert abs(terms["loss_msd_sw"] - plain["loss_msd_sw"]) > 0.1
+    assert terms["loss_msd_fw"] == pytest.approx(plain["loss_msd_fw"], rel=1e-6)
+    # With six distinct labels there is no same-class pair: identical to the default.
+    distinct = np.arange(6, dtype="int32")
+    assert _terms(method, teacher, student, distinct) == pytest.approx(
+        _terms(default, teacher, student, distinct), rel=1e-6
+    )
+
+
+def test_exclude_same_class_negatives_is_same_class_pairs_exclude():
+    assert MSDCRD(exclude_same_class_negatives=True).same_class_pairs == "exclude"
+    shape = (6, 4, 4, 8)
+    teacher, student = _maps(shape, 44), _maps(shape, 45)
+    old = _built(MSDCRD(projection="none", exclude_same_class_negatives=True), shape, shape)
+    new = _built(MSDCRD(projection="none", same_class_pairs="exclude"), shape, shape)
+    assert _terms(old, teacher, student) == _terms(new, teacher, student)
+    with pytest.raises(ValueError, match="conflicts with same_class_pairs='positives'"):
+        MSDCRD(exclude_same_class_negatives=True, same_class_pairs="positives")
+
+
+CLASSES = 3
+
+
+def _identity_classifier():
+    """A teacher 'classifier' on 3-channel maps whose prediction is the largest channel."""
+    layer = keras.layers.Dense(CLASSES, name="teacher_fc")
+    layer.build((None, CLASSES))
+    layer.set_weights([np.eye(CLASSES, dtype="float32"), np.zeros(CLASSES, "float32")])
+    return layer
+
+
+def _categorizing_method():
+    return MSDCRD(region_categorization="downweight", teacher_classifier=_identity_classifier())
+
+
+def _categorized(shape=(6, 4, 4, CLASSES), **kwargs):
+    method = MSDCRD(projection="none", teacher_classifier=_identity_classifier(), **kwargs)
+    return _built(method, shape, shape)
+
+
+def _numpy_consistent(teacher, reference, scales=(1, 2, 4)):
+    pooled = np.asarray(multiscale_pool(teacher, scales))
+    return pooled.argmax(-1) == reference[:, None]
+
+
+def test_region_categorization_consistent_only_and_downweight():
+    shape = (6, 4, 4, CLASSES)
+    teacher, student = _maps(shape, 46), _maps(shape, 47)
+    consistent = _numpy_consistent(teacher, LABELS)
+    assert 0.2 < consistent.mean() < 0.8  # a crafted mix of both groups
+    default = _terms(_built(MSDCRD(projection="none"), shape, shape), teacher, student)
+    s = np.asarray(l2_normalize(multiscale_pool(student, (1, 2, 4))))
+    t = np.asarray(l2_normalize(multiscale_pool(teacher, (1, 2, 4))))
+
+    only = _terms(_categorized(region_categorization="consistent_only"), teacher, student)
+    pairs = consistent.T[:, :, None] & consistent.T[:, None, :]
+    per_anchor = np.asarray(multi_positive_sample_wise_info_nce(s, t, 0.07, keep_mask=pairs))
+    expected = (per_anchor * consistent).sum() / consistent.sum()
+    assert only["loss_msd_sw"] == pytest.approx(expected, rel=1e-5)
+    assert abs(only["loss_msd_sw"] - default["loss_msd_sw"]) > 1e-2
+    assert only["loss_msd_fw"] == pytest.approx(default["loss_msd_fw"], rel=1e-6)
+
+    down = _categorized(region_categorization="downweight", complementary_weight=0.25)
+    down = _terms(down, teacher, student)
+    weights = np.where(consistent, 1.0, 0.25)
+    for term, per_anchor in (
+        ("loss_msd_sw", sample_wise_info_nce(s, t, 0.07)),
+        ("loss_msd_fw", feature_wise_info_nce(s, t, 0.07)),
+    ):
+        expected = (np.asarray(per_anchor) * weights).sum() / weights.sum()
+        assert down[term] == pytest.approx(expected, rel=1e-5)
+        assert abs(down[term] - default[term]) > 1e-3
+
+
+def test_region_categorization_is_a_no_op_when_every_region_is_consistent():
+    shape = (6, 4, 4, CLASSES)
+    teacher = _maps(shape, 48) + 10.0 * np.eye(CLASSES, dtype="float32")[LABELS][:, None, None, :]
+    student = _maps(shape, 49)
+    assert _numpy_consistent(teacher, LABELS).all()
+    default = _terms(_built(MSDCRD(projection="none"), shape, shape), teacher, student)
+    for option in ("consistent_only", "downweight"):
+        terms = _terms(_categorized(region_categorization=option), teacher, student)
+        assert terms == pytest.approx(default, rel=1e-5)
+
+
+def test_region_reference_teacher_reads_the_teacher_logits():
+    shape = (6, 4, 4, CLASSES)
+    teacher, student = _maps(shape, 50), _maps(shape, 51)
+    method = _categorized(region_categorization="consistent_only", region_reference="teacher")
+    assert "logits" in method.teacher_taps and "logits" not in method.student_taps
+    predicted = np.array([2, 2, 1, 0, 1, 2], "int32")
+    logits = np.eye(CLASSES, dtype="float32")[predicted]
+
+    def run(method, labels):
+        teacher_outputs = {"feat_last": teacher, "logits": logits}
+        out = method(teacher_outputs, {"feat_last": student}, labels=labels)
+        return {k: float(v) for k, v in out.items()}
+
+    by_label = _categorized(region_categorization="consistent_only")
+    # Against the teacher's predictions, the labels no longer matter.
+    assert run(method, LABELS) == pytest.approx(run(by_label, predicted), rel=1e-6)
+    assert run(method, LABELS) != pytest.approx(run(by_label, LABELS), rel=1e-3)
+
+
+def test_region_categorization_in_a_distiller_step():
+    teacher = _tiny_model("teacher", 16, 1)
+    student = _tiny_model("student", 8, 2)
+    method = MSDCRD(
+        taps=("feat_1",),
+        region_categorization="downweight",
+        region_reference="teacher",
+        teacher_classifier=teacher.get_layer("fc"),
+        projection_dim=16,
+    )
+    distiller = Distiller(teacher, student, methods=[method])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    images = np.random.default_rng(52).normal(size=(6, 8, 8, 3)).astype("float32")
+    logs = distiller.train_on_batch(images, LABELS, return_dict=True)
+    assert np.isfinite(logs["loss_msd_sw"]) and np.isfinite(logs["loss_msd_fw"])
+
+
+def test_region_categorization_needs_a_fitting_teacher_classifier():
+    with pytest.raises(ValueError, match="needs teacher_classifier"):
+        _built(MSDCRD(region_categorization="downweight"))
+    with pytest.raises(ValueError, match="takes 3 features but the taps have"):
+        _built(_categorizing_method())
+
+
+def test_every_stage_fits_grids_to_each_map():
+    teacher_shapes = {"feat_1": (6, 8, 8, 8), "feat_2": (6, 4, 4, 8), "feat_3": (6, 2, 2, 8)}
+    student_shapes = {"feat_1": (6, 8, 8, 8), "feat_2": (6, 4, 4, 8), "feat_3": (6, 1, 1, 8)}
+    method = MSDCRD.every_stage(3, projection="none")
+    assert method.taps == ("feat_1", "feat_2", "feat_3")
+    assert method.tap_weights == pytest.approx((1 / 3,) * 3)
+    method.build_from_taps(teacher_shapes, student_shapes)
+    assert method._tap_scales == [(1, 2, 4), (1, 2, 4), (1,)]
+    maps_t = {k: _maps(v, 60 + i) for i, (k, v) in enumerate(teacher_shapes.items())}
+    maps_s = {k: _maps(v, 70 + i) for i, (k, v) in enumerate(student_shapes.items())}
+    total = {k: float(v) for k, v in method(maps_t, maps_s, labels=LABELS).items()}
+    expected = {"loss_msd_sw": 0.0, "loss_msd_fw": 0.0}
+    for tap, scales in zip(method.taps, method._tap_scales):
+        single = MSDCRD(taps=(tap,), scales=scales, projection="none")
+        single.build_from_taps({tap: teacher_shapes[tap]}, {tap: student_shapes[tap]})
+        for term, value in _terms(single, maps_t[tap], maps_s[tap], tap=tap).items():
+            expected[term] += value / 3
+    assert total == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="num_stages must be a positive int"):
+        MSDCRD.every_stage(0)
+    with pytest.raises(ValueError, match="every_stage sets taps"):
+        MSDCRD.every_stage(2, taps=("feat_1",))
+
+
+def test_second_round_options_round_trip_through_config():
+    options = {
+        "scales": "auto",
+        "same_class_pairs": "positives",
+        "region_categorization": "consistent_only",
+        "region_reference": "teacher",
+        "complementary_weight": 0.25,
+        "feature_negatives": "non_overlapping",
+    }
+    method = MSDCRD(**options)
+    config = method.get_config()
+    assert {k: config[k] for k in options} == options
+    clone = MSDCRD.from_config(config)
+    assert clone.get_config() == config and clone.teacher_taps == ("feat_last", "logits")
+    staged = MSDCRD.every_stage(
+        4, stage_weights=(0.1, 0.2, 0.3, 0.4), region_categorization="downweight"
+    )
+    assert MSDCRD.from_config(staged.get_config()).get_config() == staged.get_config()
+    with pytest.raises(ValueError, match="cannot be serialized by config"):
+        _categorizing_method().get_config()

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 from kerasdistill.ops.multiscale import (
+    fitting_grids,
     matching_windows,
     multiscale_pool,
+    region_overlap_mask,
     region_scale_ids,
     resolve_scales,
 )
@@ -13,6 +15,129 @@ def _ramp(height, width):
     """A `(1, H, W, 2)` map: channel 0 holds 0..H*W-1 row-major, channel 1 its negation."""
     values = np.arange(height * width, dtype="float32").reshape(1, height, width, 1)
     return np.concatenate([values, -values], axis=-1)
+
+
+def _reference_adaptive_pool(x, grids):
+    """Loop-based NumPy adaptive average pooling; cell i spans floor(iH/g) .. ceil((i+1)H/g)."""
+    batch, height, width, channels = x.shape
+    regions = []
+    for g in grids:
+        for i in range(g):
+            r0, r1 = (i * height) // g, -(-(i + 1) * height // g)
+            for j in range(g):
+                c0, c1 = (j * width) // g, -(-(j + 1) * width // g)
+                total = np.zeros((batch, channels), "float64")
+                for r in range(r0, r1):
+                    for c in range(c0, c1):
+                        total += x[:, r, c, :]
+                regions.append(total / ((r1 - r0) * (c1 - c0)))
+    return np.stack(regions, axis=1)
+
+
+def _coordinates(height, width):
+    """A `(1, H, W, 2)` map holding each pixel's centre in relative (row, col) coordinates."""
+    rows = (np.arange(height) + 0.5) / height
+    cols = (np.arange(width) + 0.5) / width
+    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1)
+    return grid[None].astype("float32")
+
+
+@pytest.mark.parametrize("side", [7, 14])
+def test_grid_pooling_of_non_divisible_maps_matches_numpy_reference(side):
+    x = np.random.default_rng(side).normal(size=(2, side, side, 3)).astype("float32")
+    grids = (1, 2, 3, 4, 7)
+    out = np.asarray(multiscale_pool(x, grids))
+    assert out.shape == (2, 1 + 4 + 9 + 16 + 49, 3)
+    np.testing.assert_allclose(out, _reference_adaptive_pool(x, grids), rtol=1e-5, atol=1e-6)
+
+
+def test_grid_pooling_matches_torch_adaptive_avg_pool():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(size=(2, 7, 5, 3)).astype("float32")
+    expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2), 4)
+    expected = expected.permute(0, 2, 3, 1).reshape(2, 16, 3).numpy()
+    np.testing.assert_allclose(np.asarray(multiscale_pool(x, (4,))), expected, rtol=1e-5)
+
+
+def test_non_divisible_grid_cells_share_boundary_pixels():
+    (window,) = resolve_scales((7, 7), (4,))
+    assert window.row_spans == ((0, 2), (1, 4), (3, 6), (5, 7))
+    assert window.regions == (4, 4)
+
+
+def test_regions_of_different_map_sizes_cover_the_same_relative_area():
+    grids = (1, 2, 4)
+    teacher = np.asarray(multiscale_pool(_coordinates(8, 8), grids))
+    student = np.asarray(multiscale_pool(_coordinates(4, 4), grids))
+    # Divisible maps: region r has exactly the same centre on both maps.
+    np.testing.assert_allclose(teacher, student, atol=1e-6)
+    np.testing.assert_allclose(teacher[0, 5], [0.125, 0.125], atol=1e-6)  # first 4x4 cell
+    np.testing.assert_allclose(teacher[0, 2], [0.25, 0.75], atol=1e-6)  # top-right quadrant
+    # 7x7 vs 14x14 (4 divides neither): cells widened to whole pixels keep their centre
+    # within half a pixel of the ideal cell centre, on both maps.
+    ideal = [((i + 0.5) / g, (j + 0.5) / g) for g in grids for i in range(g) for j in range(g)]
+    for side in (7, 14):
+        pooled = np.asarray(multiscale_pool(_coordinates(side, side), grids))[0]
+        np.testing.assert_allclose(pooled, ideal, atol=0.5 / side + 1e-6)
+        assert np.abs(pooled - ideal).max() > 0.01  # the widening is real, not a no-op
+
+
+def test_fractional_sliding_windows_on_a_non_divisible_map():
+    (window,) = resolve_scales((7, 7), ((0.5, 0.25),), "overlapping")
+    # Extents [0, .5), [.25, .75), [.5, 1) widened to whole pixels of a 7-pixel side.
+    assert window.row_spans == ((0, 4), (1, 6), (3, 7))
+    x = np.random.default_rng(1).normal(size=(1, 7, 7, 2)).astype("float32")
+    out = np.asarray(multiscale_pool(x, ((0.5, 0.25),), "overlapping"))
+    expected = [
+        x[0, r0:r1, c0:c1].mean(axis=(0, 1))
+        for r0, r1 in window.row_spans
+        for c0, c1 in window.col_spans
+    ]
+    np.testing.assert_allclose(out[0], expected, rtol=1e-5, atol=1e-6)
+    teacher, student = matching_windows((1, 7, 7, 2), (1, 14, 14, 2), ((0.5, 0.25),), "overlapping")
+    assert teacher[0].regions == student[0].regions == (3, 3)
+
+
+def _reference_overlap(boxes):
+    """NumPy reference: boxes `(r0, r1, c0, c1)` overlap where both intervals intersect."""
+    boxes = np.asarray(boxes, "float64")
+
+    def intersection(lo, hi):
+        upper = np.minimum(boxes[:, None, hi], boxes[None, :, hi])
+        return upper - np.maximum(boxes[:, None, lo], boxes[None, :, lo])
+
+    return (intersection(0, 1) > 1e-9) & (intersection(2, 3) > 1e-9)
+
+
+@pytest.mark.parametrize("side", [7, 8])
+def test_region_overlap_mask_of_grids_matches_numpy_reference(side):
+    grids = (1, 2, 4)
+    boxes = [
+        (i / g, (i + 1) / g, j / g, (j + 1) / g) for g in grids for i in range(g) for j in range(g)
+    ]
+    mask = region_overlap_mask(resolve_scales((side, side), grids))
+    np.testing.assert_array_equal(mask, _reference_overlap(boxes))
+    # The global region overlaps everything; the first 4x4 cell (region 5) overlaps the
+    # global region, the top-left quadrant (region 1) and itself only, even on 7x7 maps
+    # where its pixels (rows 0-1) and those of its neighbour (rows 1-3) share a row.
+    assert mask[0].all()
+    assert np.flatnonzero(mask[5]).tolist() == [0, 1, 5]
+
+
+def test_region_overlap_mask_of_sliding_windows():
+    windows = resolve_scales((8, 8), ((1.0, 1.0), (0.5, 0.25)), "overlapping")
+    starts = (0.0, 0.25, 0.5)
+    boxes = [(0, 1, 0, 1)] + [(a, a + 0.5, b, b + 0.5) for a in starts for b in starts]
+    mask = region_overlap_mask(windows)
+    np.testing.assert_array_equal(mask, _reference_overlap(boxes))
+    assert not mask[1, 9]  # top-left and bottom-right half-windows only touch at a corner
+
+
+def test_fitting_grids_drop_levels_finer_than_the_smallest_map():
+    assert fitting_grids((8, 8)) == (1, 2, 4)
+    assert fitting_grids((7, 7)) == (1, 2, 4)
+    assert fitting_grids(((8, 8), (2, 2))) == (1, 2)
+    assert fitting_grids((1, 5)) == (1,)
 
 
 def test_grid_pooling_exact_values_and_region_order():
@@ -41,8 +166,8 @@ def test_overlapping_pooling_exact_values():
 
 def test_fractional_windows_resolve_per_map():
     teacher, student = matching_windows((2, 8, 8, 3), (2, 4, 4, 5), ((0.5, 0.25),), "overlapping")
-    assert teacher[0].pool_size == (4, 4) and teacher[0].strides == (2, 2)
-    assert student[0].pool_size == (2, 2) and student[0].strides == (1, 1)
+    assert teacher[0].row_spans == teacher[0].col_spans == ((0, 4), (2, 6), (4, 8))
+    assert student[0].row_spans == student[0].col_spans == ((0, 2), (1, 3), (2, 4))
     assert teacher[0].regions == student[0].regions == (3, 3)
     fractional = np.asarray(multiscale_pool(_ramp(4, 4), ((0.5, 0.25),), "overlapping"))
     absolute = np.asarray(multiscale_pool(_ramp(4, 4), ((2, 1),), "overlapping"))
@@ -51,7 +176,11 @@ def test_fractional_windows_resolve_per_map():
 
 def test_default_grid_counts_regions_and_scale_ids():
     windows = resolve_scales((8, 8), (1, 2, 4))
-    assert [w.pool_size for w in windows] == [(8, 8), (4, 4), (2, 2)]
+    assert [w.row_spans for w in windows] == [
+        ((0, 8),),
+        ((0, 4), (4, 8)),
+        ((0, 2), (2, 4), (4, 6), (6, 8)),
+    ]
     ids = region_scale_ids(windows)
     assert len(ids) == 21 and ids[:6] == (0, 1, 1, 1, 1, 2)
     out = multiscale_pool(np.zeros((3, 8, 8, 4), "float32"))
@@ -61,7 +190,7 @@ def test_default_grid_counts_regions_and_scale_ids():
 def test_heterogeneous_grid_maps_give_the_same_regions():
     teacher, student = matching_windows((None, 8, 8, 64), (None, 4, 4, 32), (1, 2, 4))
     assert [w.regions for w in teacher] == [w.regions for w in student]
-    assert student[-1].pool_size == (1, 1)
+    assert student[-1].col_spans == ((0, 1), (1, 2), (2, 3), (3, 4))
 
 
 def test_float16_maps_are_pooled_in_float32_without_overflow():
@@ -74,12 +203,16 @@ def test_float16_maps_are_pooled_in_float32_without_overflow():
 @pytest.mark.parametrize(
     "spatial, scales, mode, message",
     [
-        ((8, 8), (3,), "grid", "Grid 3x3 does not divide"),
-        ((8, 6), (4,), "grid", "width is 6, not a multiple of 4"),
+        ((2, 2), (4,), "grid", "Grid 4x4 is finer than the feature map"),
+        ((8, 3), (4,), "grid", "width is 3 pixels, fewer than 4 cells"),
         ((8, 8), (2.0,), "grid", "positive ints"),
         ((8, 8), ((0.3, 1),), "overlapping", "not a whole number of pixels"),
         ((8, 8), ((3, 2),), "overlapping", "does not tile"),
         ((4, 4), ((8, 1),), "overlapping", "exceeds the map"),
+        ((9, 9), ((0.3, 0.3),), "overlapping", "does not tile the side"),
+        ((4, 4), ((0.125, 0.125),), "overlapping", "less than one pixel"),
+        ((4, 4), ((0.5, "1"),), "overlapping", "must be an int or a float"),
+        ((4, 4), ((1.5, 0.5),), "overlapping", r"must be in \(0, 1\]"),
         ((4, 4), (2,), "overlapping", r"\(window, stride\) pairs"),
         ((4, 4), (1,), "pyramid", "Unknown pooling mode"),
         ((4, 4), (), "grid", "At least one"),
