@@ -20,7 +20,7 @@ from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
 from kerasdistill.ops import distributed
 from kerasdistill.ops.normalize import divide_by_l2_norm
-from kerasdistill.ops.state import scatter_rows
+from kerasdistill.ops.state import gather_rows, scatter_rows
 
 POOLED = "pooled"
 # Added to the NCE denominators, as the reference's `eps`.
@@ -327,8 +327,8 @@ class CRD(DistillationMethod):
         contrast = ops.cast(contrast_indices, "int32")
 
         # Scores against the pre-update banks, which are constants.
-        rows_v2 = ops.stop_gradient(ops.take(ops.convert_to_tensor(self.memory_v2), contrast, axis=0))
-        rows_v1 = ops.stop_gradient(ops.take(ops.convert_to_tensor(self.memory_v1), contrast, axis=0))
+        rows_v2 = ops.stop_gradient(gather_rows(self.memory_v2, contrast))
+        rows_v1 = ops.stop_gradient(gather_rows(self.memory_v1, contrast))
         logits_v1 = ops.squeeze(ops.matmul(rows_v2, ops.expand_dims(v1, -1)), -1)
         logits_v2 = ops.squeeze(ops.matmul(rows_v1, ops.expand_dims(v2, -1)), -1)
         logits_v1 = logits_v1 / self.temperature
@@ -381,7 +381,7 @@ class CRD(DistillationMethod):
         """
         idx = distributed.all_gather(idx)
         v = distributed.all_gather(ops.stop_gradient(v))
-        rows = ops.take(ops.convert_to_tensor(bank), idx, axis=0) * self.momentum
+        rows = gather_rows(bank, idx) * self.momentum
         rows = divide_by_l2_norm(rows + v * (1.0 - self.momentum))
         scatter_rows(bank, idx, rows)
 

@@ -1,26 +1,39 @@
-"""The CIFAR model zoo, its registry, feature taps and PyTorch weight conversion."""
+"""The model zoo (CIFAR and ImageNet), its registry, feature taps and PyTorch weight conversion."""
 
 # Importing a family module registers its models.
 from kerasdistill.models import (  # noqa: F401
+    imagenet_mobilenet,
+    imagenet_resnet,
+    mixer,
     mobilenetv2,
     resnet50,
     resnet_cifar,
     shufflenetv1,
     shufflenetv2,
     vgg,
+    vit,
     wrn,
 )
+from kerasdistill.models.inference import fold_batchnorm
 from kerasdistill.models.registry import available, get, register
 from kerasdistill.models.taps import LOGITS, resolve_taps, tap_model
-from kerasdistill.models.torch_convert import from_torch_checkpoint, load_torch_state_dict
+from kerasdistill.models.torch_convert import (
+    from_torch_checkpoint,
+    load_torch_state_dict,
+    read_torch_state_dict,
+)
+from kerasdistill.models.torchvision_convert import from_torchvision_checkpoint
 
 __all__ = [
     "available",
     "get",
     "register",
     "LOGITS",
+    "fold_batchnorm",
     "resolve_taps",
     "tap_model",
     "from_torch_checkpoint",
     "load_torch_state_dict",
+    "read_torch_state_dict",
+    "from_torchvision_checkpoint",
 ]

@@ -3,8 +3,8 @@
 Keras layer names equal the PyTorch module paths, so each weighted layer
 `name` reads the state-dict entries `name.weight`, `name.bias`, ... and
 converts their layout (NCHW/OIHW to NHWC/HWIO). torch is only needed to read
-`.pth` files (`from_torch_checkpoint`); `load_torch_state_dict` takes NumPy
-arrays.
+`.pth` files (`read_torch_state_dict`, `from_torch_checkpoint`);
+`load_torch_state_dict` takes NumPy arrays.
 """
 
 import keras
@@ -143,28 +143,27 @@ def load_torch_state_dict(model, state_dict):
     return model
 
 
-def from_torch_checkpoint(name, path, num_classes=100, weights_only=True):
-    """Builds a zoo model and loads a RepDistiller PyTorch checkpoint into it.
+def read_torch_state_dict(path, weights_only=True):
+    """Reads the state dict of a PyTorch `.pth` file as NumPy arrays.
 
-    Accepts the training script's checkpoints (a dict whose `"model"` entry
-    is the state dict) as well as a bare state dict. Tensors are mapped to the
-    CPU, so GPU-trained checkpoints load on CPU-only machines. Needs torch.
+    Accepts the reference training scripts' checkpoints (a dict whose
+    `"model"` entry is the state dict, as RepDistiller and mdistiller save)
+    as well as a bare state dict (as torchvision publishes). Tensors are
+    mapped to the CPU, so GPU-trained checkpoints load on CPU-only machines.
+    Needs torch.
 
     Args:
-        name: Registered model name (for instance `"resnet32x4"`).
         path: Path of the `.pth` file.
-        num_classes: Number of classes of the checkpoint's classifier.
         weights_only: Passed to `torch.load`. Keep `True` unless the file is
             trusted and stores other objects (for instance the `opt`
             namespace of `<model>_last.pth` files).
 
     Returns:
-        The built `keras.Model` with the checkpoint's weights.
+        A dict from torch key to NumPy array, in PyTorch layout.
 
     Raises:
         ImportError: If torch is not installed.
-        ValueError: If the checkpoint does not match the model (see
-            `load_torch_state_dict`).
+        ValueError: If the file holds no state dict.
     """
     try:
         import torch
@@ -179,6 +178,29 @@ def from_torch_checkpoint(name, path, num_classes=100, weights_only=True):
         raise ValueError(
             f"{path} holds no state dict (expected a dict, or a dict with a 'model' entry)."
         )
-    arrays = {key: value.detach().cpu().numpy() for key, value in state_dict.items()}
+    return {key: value.detach().cpu().numpy() for key, value in state_dict.items()}
+
+
+def from_torch_checkpoint(name, path, num_classes=100, weights_only=True):
+    """Builds a zoo model and loads a RepDistiller PyTorch checkpoint into it.
+
+    Reads the file with `read_torch_state_dict` (a training checkpoint or a
+    bare state dict). Needs torch.
+
+    Args:
+        name: Registered model name (for instance `"resnet32x4"`).
+        path: Path of the `.pth` file.
+        num_classes: Number of classes of the checkpoint's classifier.
+        weights_only: Passed to `torch.load` (see `read_torch_state_dict`).
+
+    Returns:
+        The built `keras.Model` with the checkpoint's weights.
+
+    Raises:
+        ImportError: If torch is not installed.
+        ValueError: If the checkpoint does not match the model (see
+            `load_torch_state_dict`).
+    """
+    arrays = read_torch_state_dict(path, weights_only=weights_only)
     model = registry.get(name, num_classes=num_classes)
     return load_torch_state_dict(model, arrays)

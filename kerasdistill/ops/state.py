@@ -1,4 +1,4 @@
-"""Writing rows of a large non-trainable state variable (a memory bank)."""
+"""Reading and writing rows of a large non-trainable state variable (a memory bank)."""
 
 import keras
 from keras import ops
@@ -26,3 +26,22 @@ def scatter_rows(variable, indices, rows):
         variable.value.scatter_update(tf.IndexedSlices(rows, indices))
         return
     variable.assign(ops.scatter_update(variable, ops.expand_dims(indices, -1), rows))
+
+
+def gather_rows(variable, indices):
+    """Returns `variable[indices]` (rows along axis 0) without reading the rest.
+
+    On TensorFlow the rows are gathered from the variable's buffer, so no
+    copy of the whole variable is made before the same step writes to it.
+
+    Args:
+        variable: A `keras.Variable` of shape `(num_rows, ...)`.
+        indices: Integer row indices of any shape.
+
+    Returns:
+        A tensor of shape `indices.shape + variable.shape[1:]`.
+    """
+    indices = ops.cast(indices, "int32")
+    if keras.backend.backend() == "tensorflow":
+        return variable.value.sparse_read(indices)
+    return ops.take(variable, indices, axis=0)
