@@ -61,6 +61,26 @@ def nce_loss(log_p, num_samples):
     return -(ops.sum(positive) + ops.sum(negative)) / batch
 
 
+def _draws_for_distinct(k, m):
+    """Iid uniform draws from `m` values after which `k` distinct ones occur.
+
+    The number of distinct values among `d` draws has mean
+    `m * (1 - q^d)` with `q = 1 - 1/m`; returns the smallest `d` whose mean
+    exceeds `k` by 10 standard deviations (a shortfall is then below 1e-20),
+    or `k` when `k > m` (sampling with replacement needs no more).
+    """
+    if k > m:
+        return k
+    q = 1.0 - 1.0 / m
+    d = k
+    while True:
+        mean = m * (1.0 - q**d)
+        variance = m * q**d * (1.0 - m * q**d) + m * (m - 1) * (1.0 - 2.0 / m) ** d
+        if mean - 10.0 * math.sqrt(max(variance, 0.0)) >= k:
+            return d
+        d = max(d + 1, int(d * 1.01))
+
+
 def _torch_linear_initializers(fan_in):
     """PyTorch's default `nn.Linear` initialization, `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`."""
     bound = 1.0 / math.sqrt(fan_in)
@@ -93,10 +113,12 @@ class CRD(DistillationMethod):
     is computed as `exp(s / T - log Z)` and the loss from `log P`, so only `Z`
     itself must be finite in float32 (true unless `T` is far below 0.07).
 
-    Negatives are drawn in-graph, uniformly with replacement among the samples
-    whose label differs from the anchor's (`train_labels[sample_index]`), as
-    RepDistiller's `CIFAR100InstanceSample`; column 0 of the contrast indices is
-    the positive, the sample itself. The training pipeline must therefore
+    Negatives are drawn in-graph, uniformly among the samples whose label
+    differs from the anchor's (`train_labels[sample_index]`), without
+    replacement as RepDistiller's `CIFAR100InstanceSample` draws them
+    (`np.random.choice(..., replace=False)`; with replacement when a class has
+    fewer other-class samples than `num_negatives`, as there). Column 0 of the
+    contrast indices is the positive, the sample itself. The training pipeline must therefore
     yield `({"image": x, "index": i}, y)` batches, `i` each sample's index into
     `train_labels`.
 
@@ -114,6 +136,9 @@ class CRD(DistillationMethod):
         teacher_tap: Tap of the teacher feature (flattened if not 2-D).
         student_tap: Tap of the student feature.
         seed: Seed of the negative sampler (`None`: from Keras' global seed).
+        replacement: Draw each row's negatives with replacement (cheaper,
+            the behaviour of this library before 0.2) instead of the
+            reference's draw without replacement.
         **kwargs: Passed to `DistillationMethod`'s Layer base (`name`, `dtype`;
             `dtype` defaults to float32 so the loss is computed in float32 under
             a mixed-precision policy).
@@ -132,6 +157,7 @@ class CRD(DistillationMethod):
         teacher_tap=POOLED,
         student_tap=POOLED,
         seed=None,
+        replacement=False,
         **kwargs,
     ):
         super().__init__(teacher_taps=(teacher_tap,), student_taps=(student_tap,), **kwargs)
@@ -164,6 +190,10 @@ class CRD(DistillationMethod):
         self.teacher_tap = teacher_tap
         self.student_tap = student_tap
         self.seed = seed
+        # Without replacement unless some class has fewer candidates than K.
+        fewest_others = int(labels.size - counts.max())
+        self.replacement = bool(replacement) or self.num_negatives > fewest_others
+        self._draws = _draws_for_distinct(self.num_negatives, fewest_others)
         # Sampler tables: samples sorted by class, and each class's [start, start + count)
         # range in that order. A draw r in [0, num_samples - count[y]) skips y's range.
         self._samples_by_class = np.argsort(self.train_labels, kind="stable").astype("int32")
@@ -262,8 +292,9 @@ class CRD(DistillationMethod):
     def sample_contrast_indices(self, sample_indices):
         """Draws the contrast indices of a batch: the positive, then the negatives.
 
-        Each row's negatives are drawn uniformly with replacement among the
-        training samples whose class differs from `train_labels[index]`.
+        Each row's negatives are drawn uniformly among the training samples
+        whose class differs from `train_labels[index]`: distinct samples
+        unless `replacement`.
 
         Args:
             sample_indices: `(batch,)` integer dataset indices.
@@ -277,17 +308,39 @@ class CRD(DistillationMethod):
         count = ops.take(ops.convert_to_tensor(self._class_count), anchor_class, axis=0)
         start = ops.take(ops.convert_to_tensor(self._class_start), anchor_class, axis=0)
         num_other = ops.expand_dims(self.num_samples - count, -1)
-        raw = keras.random.randint(
-            (ops.shape(idx)[0], self.num_negatives),
-            0,
-            _RANDINT_MAX,
-            dtype="int32",
-            seed=self.seed_generator,
-        )
-        rank = ops.mod(raw, num_other)
+        if self.replacement:
+            rank = self._uniform_ranks(ops.shape(idx)[0], self.num_negatives, num_other)
+        else:
+            rank = self._distinct_ranks(ops.shape(idx)[0], num_other)
         skip = ops.where(rank >= ops.expand_dims(start, -1), ops.expand_dims(count, -1), 0)
         negatives = ops.take(ops.convert_to_tensor(self._samples_by_class), rank + skip, axis=0)
         return ops.concatenate([ops.expand_dims(idx, -1), negatives], axis=1)
+
+    def _uniform_ranks(self, rows, columns, num_other):
+        """`(rows, columns)` iid ranks, row `i` uniform in `[0, num_other[i])`."""
+        raw = keras.random.randint(
+            (rows, columns), 0, _RANDINT_MAX, dtype="int32", seed=self.seed_generator
+        )
+        return ops.mod(raw, num_other)
+
+    def _distinct_ranks(self, rows, num_other):
+        """`(rows, num_negatives)` ranks, distinct within each row, uniform.
+
+        Draws `self._draws` iid ranks per row (enough that at least
+        `num_negatives` distinct values occur but with negligible
+        probability), keeps the distinct values, and picks `num_negatives`
+        of them by random keys. The distinct set of iid draws is exchangeable,
+        so the pick is a uniform subset; the cost does not depend on the
+        dataset size.
+        """
+        draws = ops.sort(self._uniform_ranks(rows, self._draws, num_other), axis=-1)
+        first = ops.concatenate(
+            [ops.ones_like(draws[:, :1], "bool"), draws[:, 1:] != draws[:, :-1]], axis=-1
+        )
+        keys = keras.random.uniform((rows, self._draws), seed=self.seed_generator)
+        keys = ops.where(first, keys, -1.0)
+        _, picked = ops.top_k(keys, self.num_negatives, sorted=False)
+        return ops.take_along_axis(draws, picked, axis=-1)
 
     def compute_loss_terms(
         self, student_features, teacher_features, sample_indices, contrast_indices
@@ -420,6 +473,7 @@ class CRD(DistillationMethod):
                 "teacher_tap": self.teacher_tap,
                 "student_tap": self.student_tap,
                 "seed": self.seed,
+                "replacement": self.replacement,
             }
         )
         return config

@@ -152,6 +152,30 @@ def test_sampler_draws_only_other_class_negatives_uniformly():
     assert not np.array_equal(again, contrast)
 
 
+def test_sampler_draws_distinct_negatives_like_the_reference():
+    labels = np.random.default_rng(0).permutation(np.array([0] * 5 + [1] * 20 + [2] * 35))
+    method = CRD(train_labels=labels, feat_dim=4, num_negatives=20, seed=3)
+    assert not method.replacement and method.get_config()["replacement"] is False
+    anchors = np.repeat([np.flatnonzero(labels == c)[0] for c in (0, 1, 2)], 1000)
+    contrast = np.asarray(method.sample_contrast_indices(anchors))
+    assert contrast.shape == (3000, 21)
+    for c, rows in zip((0, 1, 2), np.split(contrast[:, 1:], 3)):
+        # Distinct within every row, never the anchor's class.
+        assert all(np.unique(row).size == 20 for row in rows)
+        assert not np.any(labels[rows] == c)
+        others = np.flatnonzero(labels != c)
+        counts = np.bincount(rows.ravel(), minlength=labels.size)[others]
+        expected = 1000 * 20 / others.size
+        assert counts.min() > 0.8 * expected and counts.max() < 1.2 * expected
+
+
+def test_sampler_falls_back_to_replacement_when_a_class_has_too_few_others():
+    labels = np.array([0] * 5 + [1] * 20 + [2] * 35)
+    # Class 2 has only 25 other-class samples: fewer than 30 negatives.
+    assert CRD(train_labels=labels, feat_dim=4, num_negatives=30).replacement
+    assert CRD(train_labels=labels, feat_dim=4, num_negatives=10, replacement=True).replacement
+
+
 def test_missing_sample_indices_raises():
     method = CRD(train_labels=GOLDEN_LABELS, feat_dim=8, num_negatives=4)
     method.build_from_taps({"pooled": (None, 24)}, {"pooled": (None, 16)})
