@@ -30,8 +30,6 @@ Nothing here imports TensorFlow: the device this is written for has JAX and
 PyTorch only.
 """
 
-import importlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -52,6 +50,7 @@ sys.path.insert(0, str(REPO))
 import kerasdistill  # noqa: E402
 from kerasdistill import methods, models  # noqa: E402
 from kerasdistill.ops import augment_ops  # noqa: E402
+from kerasdistill.training import TorchSGD, step_decay  # noqa: E402
 
 # Per-channel statistics of CIFAR-100's training images, as in
 # kerasdistill/data/datasets.py (CIFAR_STATS), which imports TensorFlow.
@@ -93,26 +92,6 @@ flags.DEFINE_integer("seed", 0, "Seed of the synthetic data, the shuffles and th
 flags.DEFINE_string("output_dir", "", "Also write gpu_throughput.md and gpu_throughput.json here.")
 flags.DEFINE_bool("tiny", False, "CPU smoke preset: " + json.dumps(TINY) + " unless given.")
 FLAGS = flags.FLAGS
-
-
-def import_training_module(name):
-    """Imports `kerasdistill.training.<name>` without TensorFlow.
-
-    The package's `__init__` imports `export.py`, which imports TensorFlow at
-    module level; this registers the package without running its `__init__`
-    and imports the one submodule.
-
-    Args:
-        name: Submodule name (`optimizers`, `schedules`).
-
-    Returns:
-        The module.
-    """
-    package = "kerasdistill.training"
-    if package not in sys.modules:
-        spec = importlib.util.find_spec(package)
-        sys.modules[package] = importlib.util.module_from_spec(spec)
-    return importlib.import_module(f"{package}.{name}")
 
 
 def parse_list(spec, flag, convert=str):
@@ -189,8 +168,6 @@ def build_distiller(config, method_names, train_labels, batch_size):
     take `config["dtype_policy"]` (set here: `clear_session` resets it).
     """
     keras.config.set_dtype_policy(config["dtype_policy"])
-    optimizers = import_training_module("optimizers")
-    schedules = import_training_module("schedules")
     steps_per_epoch = len(train_labels) // batch_size
     training_data = methods.TrainingData(
         train_labels=train_labels, steps_per_epoch=steps_per_epoch
@@ -200,8 +177,8 @@ def build_distiller(config, method_names, train_labels, batch_size):
     distiller = kerasdistill.Distiller(
         teacher, student, [methods.get(name, data=training_data) for name in method_names]
     )
-    schedule = schedules.step_decay(0.05, config["epochs"], steps_per_epoch)
-    distiller.compile(optimizer=optimizers.TorchSGD(schedule, momentum=0.9, weight_decay=5e-4))
+    schedule = step_decay(0.05, config["epochs"], steps_per_epoch)
+    distiller.compile(optimizer=TorchSGD(schedule, momentum=0.9, weight_decay=5e-4))
     distiller.optimizer.build(distiller.trainable_variables)
     return distiller
 
