@@ -2,27 +2,35 @@
 
     python experiments/cifar100.py --flagfile=experiments/flags/resnet32x4_resnet8x4_kd.cfg
 
-See experiments/runner.py for what a run writes to --output_dir.
+See experiments/runner.py for what a run writes to --output_dir. A mistake in
+the flags or inputs ends the program with one line on stderr and exit status 2
+(`KERASDISTILL_VERBOSE=1` or `--verbose=3` adds the traceback).
 """
 
 import json
+import os
 import pathlib
 import sys
 
-from absl import app, flags
-
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from experiments import runner  # noqa: E402
+from absl import flags  # noqa: E402
 
-runner.define_flags(flags)
+from experiments import config, errors  # noqa: E402
+
+config.define_flags(flags)
 
 
 def main(argv):
     del argv
-    metrics = runner.run(runner.config_from_flags(flags.FLAGS))
+    run_config = config.config_from_flags(flags.FLAGS)
+    config.check_values(run_config)  # Before TensorFlow is imported.
+    from experiments import runner
+
+    metrics = runner.run(run_config)
     print(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=2))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run_app(main)

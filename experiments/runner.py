@@ -2,122 +2,395 @@
 
 A run writes to its output directory:
 
-    backup/            resumable state (weights, optimizer, epoch), removed once saved
+    checkpoint.npz     resumable state (weights, optimizer, method state, position),
+                       every --checkpoint_every_steps steps, every epoch and on SIGTERM
     history.csv        one row per epoch
+    tensorboard/       TensorBoard logs: every loss term, accuracy, learning rate, images/s
     model.keras        the trained model (the student in distill mode)
     saved_model/       TensorFlow SavedModel of it: float32 [0, 255] images -> logits
+    model.tflite, model_int8.tflite   with --export=...,tflite,tflite_int8
     metrics.json       test accuracy, epochs, throughput and the configuration
 
-An interrupted run restarts from its last finished epoch when started again
-with the same output directory.
+A run started again with the same output directory resumes from its checkpoint
+and ends with exactly the weights of an uninterrupted run (with
+--deterministic); a checkpoint of another configuration is refused.
 """
 
 import dataclasses
 import json
-import os
 import pathlib
-import shutil
 import time
 
-import keras
+from experiments import config as config_lib
+from experiments.config import MODES, RunConfig, config_from_flags, define_flags
+from experiments.errors import RunInterrupted, UsageError
 
-import kerasdistill
-from kerasdistill import data, methods, models
-from kerasdistill.training import TorchSGD, export_saved_model, step_decay
+__all__ = ["MODES", "RunConfig", "config_from_flags", "define_flags", "run"]
 
-MODES = ("teacher", "student", "distill")
+CHECKPOINT = "checkpoint.npz"
 
 
 @dataclasses.dataclass
-class RunConfig:
-    """Everything one run needs; the absl flags map onto these fields one to one."""
+class Models:
+    """What `build_models` returns.
 
-    mode: str = "distill"
-    teacher: str = "resnet32x4"
-    student: str = "resnet8x4"
-    method: str = "kd"
-    method_kwargs: dict = dataclasses.field(default_factory=dict)
-    ce_weight: float = 1.0
-    teacher_weights: str = ""
-    dataset: str = "cifar100"
-    data_dir: str = ""
-    download: bool = False
-    epochs: int = 240
-    steps_per_epoch: int = 0
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    seed: int = 0
-    output_dir: str = "runs/default"
-    verbose: int = 2
+    Attributes:
+        fitted: The model `fit` trains (a Distiller in distill mode).
+        trained: The classifier that is exported (the student in distill mode).
+        teacher: The teacher in distill mode, else None.
+    """
 
-    def validate(self):
-        """Raises ValueError naming the first bad field."""
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
-        for name in ("teacher", "student"):
-            if self.mode in (name, "distill") and getattr(self, name) not in models.available():
-                raise ValueError(
-                    f"Unknown {name} model {getattr(self, name)!r}; "
-                    f"available: {', '.join(models.available())}."
-                )
-        if self.mode == "distill":
-            for name in self.method_names():
-                if name not in methods.available():
-                    raise ValueError(
-                        f"Unknown method {name!r}; available: {', '.join(methods.available())}."
-                    )
-            if not self.teacher_weights:
-                raise ValueError("mode=distill needs --teacher_weights (a trained teacher).")
-            if not pathlib.Path(self.teacher_weights).exists():
-                raise ValueError(f"--teacher_weights file {self.teacher_weights!r} does not exist.")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
-        if self.steps_per_epoch < 0:
-            raise ValueError(f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}.")
-
-    def method_names(self):
-        """The comma-separated `method` field as a list (`"kd,msdcrd"`)."""
-        return [m.strip() for m in self.method.split(",") if m.strip()]
+    fitted: object
+    trained: object
+    teacher: object = None
 
 
-def load_teacher(name, weights, num_classes):
-    """Builds zoo model `name` and loads `.keras`, `.weights.h5` or PyTorch `.pth` weights."""
-    if weights.endswith(".pth"):
-        return models.from_torch_checkpoint(name, weights, num_classes=num_classes)
-    if weights.endswith(".keras"):
-        return keras.saving.load_model(weights)
-    model = models.get(name, num_classes=num_classes)
-    model.load_weights(weights)
-    return model
+def set_up_runtime(config):
+    """Seeds, determinism, mixed precision and the distribution strategy; before any model.
+
+    Returns:
+        The `tf.distribute.Strategy` to build and train under.
+    """
+    import keras
+    import tensorflow as tf
+
+    from kerasdistill.training import distribute
+
+    strategy = distribute.make_strategy(config.strategy, logical_devices=config.logical_devices)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    distribute.set_mixed_precision(config.mixed_precision)
+    return strategy
+
+
+def load_dataset(config, output_dir):
+    """Checks and loads `config.dataset`; an image folder's undecodable files fail or are skipped.
+
+    Returns:
+        A `kerasdistill.data.Dataset`.
+
+    Raises:
+        UsageError: For a missing dataset, a bad folder layout or corrupt images.
+    """
+    from absl import logging
+
+    from kerasdistill import data
+    from kerasdistill.data import validation
+
+    source = config.dataset
+    if pathlib.Path(source).is_dir():
+        try:
+            corrupt = validation.check_image_folder(source)
+        except ValueError as error:
+            raise UsageError(f"--dataset={source!r}: {error}") from error
+        if corrupt and not config.skip_corrupt_images:
+            raise UsageError(
+                f"--dataset={source!r} holds {len(corrupt)} image(s) that cannot be decoded, "
+                f"first {corrupt[0]}; fix or remove them, or pass --skip_corrupt_images."
+            )
+        if corrupt:
+            logging.warning("Skipping %d undecodable image(s), first %s.", len(corrupt), corrupt[0])
+            mirror = output_dir / "dataset_without_corrupt_images" / pathlib.Path(source).name
+            source = str(validation.without_files(source, corrupt, mirror))
+    try:
+        return data.load(source, data_dir=config.data_dir or None, download=config.download)
+    except data.DatasetUnavailableError as error:
+        raise UsageError(f"--dataset={config.dataset!r}: {error}") from error
+
+
+def check_replica_batch(config, num_replicas):
+    """Checks that the global batch splits over the replicas into batches the methods can use.
+
+    Raises:
+        UsageError: When it does not split evenly, or leaves an in-batch
+            contrastive method fewer than 2 samples per replica.
+    """
+    if config.batch_size % num_replicas:
+        raise UsageError(
+            f"--batch_size={config.batch_size} (the global batch) must be a multiple of the "
+            f"{num_replicas} replicas."
+        )
+    per_replica = config.batch_size // num_replicas
+    contrastive = set(config.method_names()) & set(config_lib.IN_BATCH_CONTRASTIVE)
+    if config.mode == "distill" and contrastive and per_replica < 2:
+        raise UsageError(
+            f"--batch_size={config.batch_size} gives {per_replica} sample(s) per replica, too "
+            f"few for {', '.join(sorted(contrastive))}; use >= 2 per replica."
+        )
+
+
+def steps_per_epoch(config, dataset):
+    """Training steps per epoch: one pass, capped by `--steps_per_epoch`.
+
+    Raises:
+        UsageError: When the training split is smaller than one batch.
+    """
+    steps = dataset.num_train // config.batch_size
+    if steps == 0:
+        raise UsageError(
+            f"The training split of {dataset.name} has {dataset.num_train} examples, fewer "
+            f"than one batch (--batch_size={config.batch_size}); lower --batch_size."
+        )
+    return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
 
 
 def build_methods(config, dataset, steps_per_epoch):
-    """Instantiates the configured methods, giving each what it needs of the data."""
+    """Instantiates the configured methods, giving each what it needs of the data.
+
+    Raises:
+        UsageError: When a method rejects its `--method_kwargs`.
+    """
+    from kerasdistill import methods
+
+    needs_labels = any(methods.method_class(m).uses_sample_indices for m in config.method_names())
+    training_data = methods.TrainingData(
+        train_labels=dataset.train_labels() if needs_labels else None,
+        steps_per_epoch=steps_per_epoch,
+    )
     built = []
     for name in config.method_names():
-        kwargs = dict(config.method_kwargs.get(name, {}))
-        cls = methods.method_class(name)
-        if cls.uses_sample_indices:
-            kwargs.setdefault("train_labels", dataset.train_labels())
-        if "warmup_epochs" in kwargs:
-            kwargs["warmup_steps"] = int(kwargs.pop("warmup_epochs") * steps_per_epoch)
-        built.append(cls(**kwargs))
+        kwargs = config.method_kwargs.get(name, {})
+        try:
+            built.append(methods.get(name, data=training_data, **kwargs))
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"--method_kwargs for {name!r} {kwargs}: {error}") from error
     return built
 
 
-def _accuracy(model, eval_ds):
-    model.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+def build_models(config, dataset, steps):
+    """Builds the model to train; in distill mode loads and checks the teacher first."""
+    import kerasdistill
+    from experiments.teacher import load_teacher
+    from kerasdistill import models
+    from kerasdistill.training import distribute
+
+    name = config.teacher if config.mode == "teacher" else config.student
+    trained = models.get(name, num_classes=dataset.num_classes)
+    if config.sync_batchnorm:
+        trained = distribute.synchronized_batchnorm(trained)
+    if config.mode != "distill":
+        return Models(fitted=trained, trained=trained)
+    teacher = load_teacher(config.teacher, config.teacher_weights, dataset.num_classes)
+    method_list = build_methods(config, dataset, steps)
+    try:
+        distiller = kerasdistill.Distiller(
+            teacher, trained, method_list, ce_weight=config.ce_weight
+        )
+    except ValueError as error:  # A tap the models lack, or shapes a method cannot pair.
+        raise UsageError(f"--method={config.method!r} with --method_kwargs: {error}") from error
+    return Models(fitted=distiller, trained=trained, teacher=teacher)
+
+
+def compile_model(config, models, steps):
+    """Compiles the fitted model with the reference SGD recipe."""
+    import keras
+
+    from kerasdistill.training import TorchSGD, step_decay
+
+    optimizer = TorchSGD(
+        step_decay(config.lr, config.epochs, steps),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
     )
-    return float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+    jit = {"true": True, "false": False}.get(str(config.jit_compile).lower())
+    if jit is None:  # auto: XLA where an accelerator is visible.
+        import tensorflow as tf
+
+        jit = bool(tf.config.list_logical_devices("GPU"))
+    models.fitted.compile(
+        optimizer=optimizer,
+        loss=None if config.mode == "distill" else _cross_entropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit,
+    )
+
+
+def _cross_entropy():
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def check_checkpoint(config, output_dir):
+    """Refuses a run directory whose checkpoint belongs to another configuration.
+
+    Raises:
+        UsageError: Naming the fields that differ.
+    """
+    from kerasdistill.training import checkpointing
+
+    path = output_dir / CHECKPOINT
+    if not path.exists():
+        return
+    saved = checkpointing.read_metadata(path).get("config", {})
+    changed = config_lib.differences(config, saved)
+    if changed:
+        listed = ", ".join(f"{k}={saved.get(k)!r} (now {getattr(config, k)!r})" for k in changed)
+        raise UsageError(
+            f"--output_dir={str(output_dir)!r} holds the checkpoint of another configuration "
+            f"({listed}); use another --output_dir or the same flags to resume."
+        )
+
+
+def resume(model, output_dir):
+    """Restores the run directory's checkpoint into `model`, if there is one.
+
+    Returns:
+        The number of training steps already done (0 without a checkpoint).
+    """
+    from kerasdistill.training import checkpointing
+
+    path = output_dir / CHECKPOINT
+    if not path.exists():
+        return 0
+    try:
+        return checkpointing.restore(path, model)["step"]
+    except ValueError as error:
+        raise UsageError(f"--output_dir={str(output_dir)!r}: {error}") from error
+
+
+def _keep_history_before(path, epoch):
+    """Drops rows of epochs >= `epoch` from history.csv (they are trained again)."""
+    if not path.exists():
+        return
+    if epoch == 0:  # A fresh start: the old columns may not be this run's.
+        path.unlink()
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [row for row in lines[1:] if int(row.split(",")[0]) < epoch]
+    path.write_text("".join(kept))
+
+
+def make_callbacks(config, output_dir, checkpointer, extra_callbacks):
+    """The callbacks of `fit`, in order: divergence stop before anything is saved or logged."""
+    import keras
+
+    from kerasdistill.training import callbacks
+
+    return [
+        callbacks.StopOnNonFiniteLoss(),
+        checkpointer,
+        callbacks.ValidationLogFilter(),
+        callbacks.ThroughputLogger(config.batch_size),
+        keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), write_graph=False),
+        *extra_callbacks,
+    ]
+
+
+def train(config, model, dataset, steps, start_step, callbacks, checkpointer):
+    """Fits one epoch at a time from `start_step`, each epoch's batches a function of its number.
+
+    Returns:
+        The epochs whose end was reached in this session.
+
+    Raises:
+        RunInterrupted: When SIGTERM stopped training (after a checkpoint).
+    """
+    from kerasdistill import data
+    from kerasdistill.data.pipeline import epoch_pipeline
+
+    with_index = any(m.uses_sample_indices for m in getattr(model, "methods", ()))
+    eval_ds = data.eval_pipeline(dataset)
+    first_epoch, skip = divmod(start_step, steps)
+    epochs_done = 0
+    for epoch in range(first_epoch, config.epochs):
+        batches = epoch_pipeline(
+            dataset, config.batch_size, steps, epoch, config.seed,
+            skip_batches=skip if epoch == first_epoch else 0, with_index=with_index,
+        )
+        model.fit(
+            batches,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            validation_data=eval_ds,
+            callbacks=callbacks,
+            verbose=min(config.verbose, 2),
+            shuffle=False,  # The batches are shuffled, reproducibly, by epoch_pipeline.
+        )
+        if checkpointer.interrupted:
+            raise RunInterrupted(
+                f"Stopped by SIGTERM at step {checkpointer.step}; the checkpoint "
+                f"{checkpointer.path} is saved. Run the same command again to resume."
+            )
+        epochs_done += 1
+    return epochs_done
+
+
+def accuracy(model, dataset):
+    """Top-1 accuracy of a classifier (normalized images -> logits) on the test split."""
+    import keras
+
+    from kerasdistill import data
+
+    model.compile(
+        loss=_cross_entropy(), metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    )
+    result = model.evaluate(data.eval_pipeline(dataset), verbose=0, return_dict=True)
+    return float(result["accuracy"])
+
+
+def export(model, output_dir, formats, dataset):
+    """Writes `model` in each of `formats` (see `config.EXPORT_FORMATS`).
+
+    Returns:
+        Dict `{format: path}` of what was written.
+    """
+    from kerasdistill.training import export as export_lib
+
+    paths = {
+        "keras": output_dir / "model.keras",
+        "saved_model": output_dir / "saved_model",
+        "tflite": output_dir / "model.tflite",
+        "tflite_int8": output_dir / "model_int8.tflite",
+    }
+    for fmt in formats:
+        if fmt == "keras":
+            model.save(paths[fmt])
+        elif fmt == "saved_model":
+            export_lib.export_saved_model(model, paths[fmt], dataset.mean, dataset.std)
+        else:
+            quantization = "dynamic_int8" if fmt == "tflite_int8" else "none"
+            export_lib.export_tflite(
+                model, paths[fmt], dataset.mean, dataset.std, quantization=quantization
+            )
+    return {fmt: str(paths[fmt]) for fmt in formats}
+
+
+def fit_with_checkpoints(config, model, dataset, steps, start_step, output_dir, extra_callbacks):
+    """Trains from `start_step` with checkpoints, logs and the SIGTERM handler.
+
+    Returns:
+        `(epochs whose end was reached in this session, seconds spent)`.
+    """
+    from kerasdistill.training.callbacks import TrainingDiverged
+    from kerasdistill.training.checkpointing import Checkpointer
+
+    _keep_history_before(output_dir / "history.csv", start_step // steps)
+    checkpointer = Checkpointer(
+        output_dir / CHECKPOINT, steps, config.checkpoint_every_steps, start_step,
+        metadata={"config": dataclasses.asdict(config)},
+    )
+    callbacks = make_callbacks(config, output_dir, checkpointer, extra_callbacks)
+    start = time.time()
+    try:
+        with checkpointer:
+            epochs_done = train(config, model, dataset, steps, start_step, callbacks, checkpointer)
+    except TrainingDiverged as error:
+        raise TrainingDiverged(
+            f"{error} Training stopped; the last good checkpoint {checkpointer.path} is kept "
+            "(lower --lr or check the data)."
+        ) from error
+    return epochs_done, time.time() - start
 
 
 def run(config, extra_callbacks=()):
     """Trains, evaluates and exports one model as `config` says.
+
+    Every check of the configuration runs before any data is read or model
+    built. Started again on the same output directory, the run resumes from
+    its checkpoint.
 
     Args:
         config: A `RunConfig`.
@@ -125,128 +398,46 @@ def run(config, extra_callbacks=()):
 
     Returns:
         The metrics dict also written to `metrics.json`.
+
+    Raises:
+        UsageError: For a mistake in the configuration or its inputs.
+        RunInterrupted: When SIGTERM stopped the run after a checkpoint.
+        kerasdistill.training.callbacks.TrainingDiverged: When a loss term
+            became non-finite; the last good checkpoint is kept.
     """
     config.validate()
-    keras.utils.set_random_seed(config.seed)
-    out = pathlib.Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dataset = data.load(config.dataset, data_dir=config.data_dir or None, download=config.download)
-    steps_per_epoch = dataset.num_train // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"The training split of {dataset.name} has {dataset.num_train} examples, fewer "
-            f"than one batch (batch_size={config.batch_size}); lower --batch_size."
-        )
-    if config.steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
-    eval_ds = data.eval_pipeline(dataset)
-    metrics = {}
-
-    if config.mode == "distill":
-        teacher = load_teacher(config.teacher, config.teacher_weights, dataset.num_classes)
-        metrics["teacher_test_accuracy"] = _accuracy(teacher, eval_ds)
-        trained = models.get(config.student, num_classes=dataset.num_classes)
-        method_list = build_methods(config, dataset, steps_per_epoch)
-        model = kerasdistill.Distiller(teacher, trained, method_list, ce_weight=config.ce_weight)
-        with_index = any(m.uses_sample_indices for m in method_list)
-        loss = None  # The Distiller computes its own loss.
-    else:
-        trained = models.get(getattr(config, config.mode), num_classes=dataset.num_classes)
-        model = trained
-        with_index = False
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    optimizer = TorchSGD(
-        step_decay(config.lr, config.epochs, steps_per_epoch),
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
+    output_dir = pathlib.Path(config.output_dir)
+    config_lib.check_output_dir(output_dir)
+    check_checkpoint(config, output_dir)
+    strategy = set_up_runtime(config)
+    check_replica_batch(config, strategy.num_replicas_in_sync)
+    dataset = load_dataset(config, output_dir)
+    steps = steps_per_epoch(config, dataset)
+    with strategy.scope():
+        models = build_models(config, dataset, steps)
+        compile_model(config, models, steps)
+        start_step = resume(models.fitted, output_dir)
+        metrics = {}
+        if models.teacher is not None:
+            metrics["teacher_test_accuracy"] = accuracy(models.teacher, dataset)
+    epochs_done, seconds = fit_with_checkpoints(
+        config, models.fitted, dataset, steps, start_step, output_dir, extra_callbacks
     )
-    model.compile(
-        optimizer=optimizer,
-        loss=loss,
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    train_ds = data.train_pipeline(
-        dataset, config.batch_size, with_index=with_index, seed=config.seed
-    ).repeat()
-    callbacks = [
-        # Kept until the model is saved below, so a crash while saving loses nothing.
-        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-        *extra_callbacks,
-    ]
-    start = time.time()
-    history = model.fit(
-        train_ds,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=eval_ds,
-        callbacks=callbacks,
-        verbose=config.verbose,
-    )
-    seconds = time.time() - start
-    trained_epochs = len(history.history.get("loss", []))
-
-    trained.save(out / "model.keras")
-    export_saved_model(trained, out / "saved_model", dataset.mean, dataset.std)
-    shutil.rmtree(out / "backup", ignore_errors=True)
+    exported = export(models.trained, output_dir, config.export_formats(), dataset)
+    with strategy.scope():
+        metrics["test_accuracy"] = accuracy(models.trained, dataset)
     metrics.update(
         {
-            "test_accuracy": _accuracy(trained, eval_ds),
             "epochs": config.epochs,
-            "steps_per_epoch": steps_per_epoch,
-            "epochs_trained_this_session": trained_epochs,
-            "train_images_per_second": trained_epochs * steps_per_epoch * config.batch_size
+            "steps_per_epoch": steps,
+            "epochs_trained_this_session": epochs_done,
+            "train_images_per_second": (config.epochs * steps - start_step) * config.batch_size
             / max(seconds, 1e-9),
             "dataset": dataset.name,
             "num_train": dataset.num_train,
+            "exported": exported,
             "config": dataclasses.asdict(config),
         }
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     return metrics
-
-
-def config_from_flags(flag_values):
-    """Builds a `RunConfig` from absl flags of the same names."""
-    kwargs = {}
-    for field in dataclasses.fields(RunConfig):
-        value = flag_values[field.name].value
-        if field.name == "method_kwargs":
-            value = json.loads(value) if value else {}
-        kwargs[field.name] = value
-    return RunConfig(**kwargs)
-
-
-def define_flags(flags_module, defaults=None):
-    """Defines one absl flag per `RunConfig` field (with optional new defaults)."""
-    defaults = {**dataclasses.asdict(RunConfig()), **(defaults or {})}
-    f = flags_module
-    f.DEFINE_enum("mode", defaults["mode"], MODES, "teacher | student (alone) | distill.")
-    f.DEFINE_string("teacher", defaults["teacher"], "Teacher model name (zoo registry).")
-    f.DEFINE_string("student", defaults["student"], "Student model name (zoo registry).")
-    f.DEFINE_string("method", defaults["method"], "Method name(s), comma-separated: kd,msdcrd.")
-    f.DEFINE_string(
-        "method_kwargs", json.dumps(defaults["method_kwargs"]),
-        'JSON dict of constructor arguments per method, e.g. {"kd": {"weight": 0.9}}.',
-    )
-    f.DEFINE_float("ce_weight", defaults["ce_weight"], "Cross-entropy weight in distill mode.")
-    f.DEFINE_string("teacher_weights", defaults["teacher_weights"],
-                    "Teacher weights: .keras, .weights.h5 or a PyTorch .pth checkpoint.")
-    f.DEFINE_string("dataset", defaults["dataset"],
-                    "cifar100 | cifar10 | path to an image folder (train/, test/) or its .tar.gz.")
-    f.DEFINE_string("data_dir", defaults["data_dir"], "tensorflow-datasets data directory.")
-    f.DEFINE_bool("download", defaults["download"], "Allow tensorflow-datasets to download.")
-    f.DEFINE_integer("epochs", defaults["epochs"], "Training epochs (LR milestones scale).")
-    f.DEFINE_integer("steps_per_epoch", defaults["steps_per_epoch"],
-                     "Cap on steps per epoch (0 = one pass over the training set).")
-    f.DEFINE_integer("batch_size", defaults["batch_size"], "Training batch size.")
-    f.DEFINE_float("lr", defaults["lr"], "Initial learning rate.")
-    f.DEFINE_float("momentum", defaults["momentum"], "SGD momentum.")
-    f.DEFINE_float("weight_decay", defaults["weight_decay"], "Coupled L2 weight decay.")
-    f.DEFINE_integer("seed", defaults["seed"], "Random seed.")
-    f.DEFINE_string("output_dir", defaults["output_dir"], "Where outputs are written.")
-    f.DEFINE_integer("verbose", defaults["verbose"], "Keras fit verbosity (0, 1, 2).")
-
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

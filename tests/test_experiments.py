@@ -1,7 +1,5 @@
 import json
 import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -9,22 +7,14 @@ import pytest
 import tensorflow as tf
 
 from experiments import runner
+from kerasdistill import data, models
 from tests.conftest import REPO
+from tests.experiments.conftest import write_image_folder
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 12), ("test", 4)):
-        for label, class_name in enumerate(("a", "b")):
-            folder = root / split / class_name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                image = np.full((32, 32, 3), 40 + 150 * label, np.uint8)
-                image = np.clip(image + rng.integers(-30, 30, image.shape), 0, 255).astype(np.uint8)
-                tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(image))
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("tiny"))
 
 
 def _config(tiny_folder, out, **overrides):
@@ -54,28 +44,11 @@ def test_teacher_then_kd_run_write_every_artifact(tiny_folder, tmp_path):
     student = keras.saving.load_model(out / "model.keras")
     served = tf.saved_model.load(str(out / "saved_model"))
     pixels = np.full((2, 32, 32, 3), 100.0, np.float32)
-    dataset_stats = runner.data.load(str(tiny_folder))
+    dataset_stats = data.load(str(tiny_folder))
     normalized = (pixels / 255.0 - np.array(dataset_stats.mean)) / np.array(dataset_stats.std)
     np.testing.assert_allclose(
         served.serve(pixels).numpy(), student(normalized).numpy(), rtol=1e-4, atol=1e-5
     )
-
-
-def test_quickstart_runs_teacher_student_and_kd_and_prints_accuracies(tiny_folder, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "quickstart.py"), f"--dataset={tiny_folder}",
-         "--teacher=resnet8", "--student=resnet8", "--epochs=1", "--steps_per_epoch=2",
-         "--batch_size=8", f"--output_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line for line in proc.stdout.splitlines() if "saved_model" in line]
-    assert [row.split()[0:2] for row in rows] == [
-        ["teacher", "resnet8"], ["student", "resnet8"], ["student", "resnet8"]
-    ]
-    for stage in ("teacher", "student", "kd"):
-        assert (tmp_path / stage / "saved_model" / "saved_model.pb").exists()
-        assert (tmp_path / stage / "metrics.json").exists()
 
 
 class _CrashAfterFirstEpoch(keras.callbacks.Callback):
@@ -88,10 +61,9 @@ def test_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
     config = _config(tiny_folder, tmp_path / "run", epochs=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         runner.run(config, extra_callbacks=[_CrashAfterFirstEpoch()])
-    assert (tmp_path / "run" / "backup").exists()
+    assert (tmp_path / "run" / "checkpoint.npz").exists()
     metrics = runner.run(config)
     assert metrics["epochs_trained_this_session"] == 2
-    assert not (tmp_path / "run" / "backup").exists()
     rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["0", "1", "2"]
 
@@ -99,17 +71,48 @@ def test_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"mode": "teach"}, "mode must be one of"),
+        ({"mode": "teach"}, "--mode='teach' is not accepted"),
         ({"teacher": "resnet9"}, "Unknown teacher model 'resnet9'"),
         ({"mode": "distill", "method": "kd", "teacher_weights": ""}, "needs --teacher_weights"),
-        ({"mode": "distill", "method": "nope", "teacher_weights": "x"}, "Unknown method 'nope'"),
-        ({"epochs": 0}, "epochs must be positive"),
+        ({"mode": "distill", "method": "nope", "teacher_weights": __file__},
+         "Unknown method 'nope'"),
+        ({"epochs": 0}, "--epochs=0 is not accepted"),
         ({"batch_size": 100}, "fewer than one batch"),
     ],
 )
 def test_bad_configuration_fails_before_any_work(tiny_folder, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
-        runner.run(_config(tiny_folder, tmp_path, **overrides))
+        runner.run(_config(tiny_folder, tmp_path / "out", **overrides))
+    assert not (tmp_path / "out" / "history.csv").exists()
+
+
+def test_logs_hold_every_term_and_only_evaluated_validation_entries(tiny_folder, tmp_path):
+    teacher = tmp_path / "teacher.keras"
+    models.get("resnet8", num_classes=2).save(teacher)
+    config = _config(
+        tiny_folder, tmp_path / "kd", mode="distill", method="kd", teacher_weights=str(teacher),
+        epochs=1, export="keras",
+    )
+    runner.run(config)
+    header = (tmp_path / "kd" / "history.csv").read_text().splitlines()[0].split(",")
+    assert sorted(header) == sorted([
+        "epoch", "accuracy", "images_per_second", "learning_rate", "loss", "loss_ce", "loss_kd",
+        "val_accuracy", "val_loss",
+    ])
+    tags = {}
+    for split in ("train", "validation"):
+        folder = tmp_path / "kd" / "tensorboard" / split
+        tags[split] = {
+            value.tag
+            for path in folder.glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path))
+            for value in event.summary.value
+        }
+    assert {"epoch_loss", "epoch_loss_ce", "epoch_loss_kd", "epoch_accuracy",
+            "epoch_learning_rate", "epoch_images_per_second"} <= tags["train"]
+    assert {t for t in tags["validation"] if t.startswith("epoch_")} == {
+        "epoch_loss", "epoch_accuracy"
+    }
 
 
 def test_every_flagfile_parses_into_a_valid_configuration():

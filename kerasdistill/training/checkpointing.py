@@ -1,0 +1,157 @@
+"""Resumable training state: atomic checkpoints every N steps, every epoch and on SIGTERM.
+
+A checkpoint is one `.npz` file holding the values of the model's variables
+(a Distiller's teacher excluded: it is frozen and reloaded from its own file;
+method state such as CRD memory banks and random seed states included), the
+optimizer's variables, and a JSON record of the position in training
+(`step`, `epoch`, `batch` within the epoch) plus any metadata the caller adds
+(the run's configuration). It is written to a temporary file and renamed over
+the previous one, so a process killed while saving leaves the previous
+checkpoint intact.
+"""
+
+import io
+import json
+import os
+import pathlib
+import signal
+
+import keras
+import numpy as np
+
+_META_KEY = "__meta__"
+
+
+def _state_variables(model):
+    """The model's variables a checkpoint holds, in a fixed order, then the optimizer's."""
+    frozen = set()
+    teacher = getattr(model, "teacher", None)
+    if teacher is not None:
+        frozen = {id(v) for v in teacher.variables}
+    variables = [v for v in model.variables if id(v) not in frozen]
+    return variables + list(model.optimizer.variables)
+
+
+def save(path, model, position, metadata=None):
+    """Writes the training state of `model` to `path` atomically.
+
+    Args:
+        path: The checkpoint file (`.npz`).
+        model: A compiled `keras.Model` whose optimizer is built.
+        position: Dict with at least `step`, `epoch` and `batch`.
+        metadata: More JSON-serializable facts to store (the configuration).
+    """
+    path = pathlib.Path(path)
+    meta = {**(metadata or {}), **position}
+    arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(_state_variables(model))}
+    arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        file.write(buffer.getvalue())
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def read_metadata(path):
+    """Returns the JSON record (position and metadata) of the checkpoint at `path`."""
+    with np.load(path) as archive:
+        return json.loads(archive[_META_KEY].tobytes().decode())
+
+
+def restore(path, model):
+    """Loads the checkpoint at `path` into `model` and its optimizer.
+
+    Args:
+        path: A file written by `save`.
+        model: The same architecture, compiled with the same optimizer.
+
+    Returns:
+        The checkpoint's JSON record.
+
+    Raises:
+        ValueError: When the checkpoint's variables do not match the model's.
+    """
+    model.optimizer.build(model.trainable_variables)
+    variables = _state_variables(model)
+    with np.load(path) as archive:
+        values = [archive[f"v{i}"] for i in range(len(archive.files) - 1)]
+        meta = json.loads(archive[_META_KEY].tobytes().decode())
+    shapes = [tuple(v.shape) for v in variables]
+    if [tuple(v.shape) for v in values] != shapes:
+        raise ValueError(
+            f"Checkpoint {path} holds {len(values)} variables that do not match this model's "
+            f"{len(variables)} (different model, method or optimizer)."
+        )
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+    return meta
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves the training state every `every_steps` steps, at each epoch end and on SIGTERM.
+
+    The position saved counts global training steps from `start_step` (the
+    step of the checkpoint training resumed from, 0 on a fresh start). On
+    SIGTERM the state is saved after the current step and training stops;
+    `interrupted` is then True. Use as a context manager around `fit` calls
+    so that the SIGTERM handler is installed and removed.
+
+    Args:
+        path: The checkpoint file.
+        steps_per_epoch: Steps in one epoch.
+        every_steps: Save every this many steps (0: only at epoch ends).
+        start_step: Steps already trained.
+        metadata: JSON-serializable facts stored with every checkpoint.
+    """
+
+    def __init__(self, path, steps_per_epoch, every_steps=0, start_step=0, metadata=None):
+        super().__init__()
+        self.path = pathlib.Path(path)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.every_steps = int(every_steps)
+        self.step = int(start_step)
+        self.metadata = dict(metadata or {})
+        self.interrupted = False
+        self._sigterm = False
+        self._previous_handler = None
+
+    def __enter__(self):
+        self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def __exit__(self, *exc_info):
+        signal.signal(signal.SIGTERM, self._previous_handler)
+        return False
+
+    def _on_sigterm(self, signum, frame):
+        del signum, frame
+        self._sigterm = True
+
+    def position(self):
+        """The current position: global `step`, `epoch` and `batch` within it."""
+        epoch, batch = divmod(self.step, self.steps_per_epoch)
+        return {"step": self.step, "epoch": epoch, "batch": batch}
+
+    def save(self):
+        """Writes the current training state."""
+        save(self.path, self.model, self.position(), self.metadata)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        end_of_epoch = self.step % self.steps_per_epoch == 0  # Saved by on_epoch_end.
+        if self._sigterm and not end_of_epoch:
+            self.save()
+            self.interrupted = True
+            self.model.stop_training = True
+        elif self.every_steps and self.step % self.every_steps == 0 and not end_of_epoch:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.step % self.steps_per_epoch == 0:
+            self.save()
+            if self._sigterm:
+                self.interrupted = True
+                self.model.stop_training = True

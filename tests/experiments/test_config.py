@@ -1,0 +1,99 @@
+"""Configuration mistakes are refused before any work, naming the value and what is accepted."""
+
+import pytest
+
+from experiments import config as config_lib
+from experiments.errors import UsageError
+
+
+def _distill(tmp_path, **overrides):
+    teacher = tmp_path / "teacher.keras"
+    teacher.write_bytes(b"")
+    fields = dict(mode="distill", teacher="resnet8", student="resnet8", method="kd",
+                  teacher_weights=str(teacher), output_dir=str(tmp_path / "out"))
+    return config_lib.RunConfig(**{**fields, **overrides})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"epochs": 0}, r"--epochs=0 is not accepted; it must be a finite number > 0"),
+        ({"epochs": 2.5}, r"--epochs=2.5"),
+        ({"batch_size": -4}, r"--batch_size=-4 is not accepted"),
+        ({"lr": 0.0}, r"--lr=0.0 is not accepted; it must be a finite number > 0"),
+        ({"lr": float("nan")}, r"--lr=nan"),
+        ({"momentum": 1.5}, r"--momentum=1.5 .* >= 0 and < 1"),
+        ({"weight_decay": -1e-4}, r"--weight_decay=-0.0001"),
+        ({"ce_weight": float("inf")}, r"--ce_weight=inf"),
+        ({"method_kwargs": {"kd": {"temperature": 0}}}, r"kd.temperature=0 .* > 0"),
+        ({"method_kwargs": {"kd": {"weight": -1}}}, r"kd.weight=-1 .* >= 0"),
+        ({"method_kwargs": {"dkd": {"beta": 1}}}, r"names method 'dkd', which is not in"),
+        ({"method_kwargs": {"kd": 4}}, r"must be a JSON object of arguments"),
+        ({"mode": "teach"}, r"--mode='teach' is not accepted; expected one of teacher, student"),
+        ({"strategy": "tpu"}, r"--strategy='tpu' .* auto, default, mirrored, multi_worker"),
+        ({"mixed_precision": "fp8"}, r"--mixed_precision='fp8'"),
+        ({"export": "saved_model,onnx"}, r"--export='onnx' .* saved_model, keras, tflite"),
+        ({"teacher_weights": ""}, r"needs --teacher_weights"),
+        ({"teacher_weights": "/no/such/file.keras"}, r"'/no/such/file.keras': no such file"),
+    ],
+)
+def test_impossible_values_fail_without_tensorflow(tmp_path, overrides, message):
+    with pytest.raises(UsageError, match=message):
+        config_lib.check_values(_distill(tmp_path, **overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"student": "resnet9"}, r"Unknown student model 'resnet9'. Did you mean 'resnet8'\?"),
+        ({"teacher": "wrn_40"}, r"Unknown teacher model 'wrn_40'.*Accepted: .*wrn_40_2"),
+        ({"method": "kd,msdcr"}, r"Unknown method 'msdcr'. Did you mean 'msdcrd'\?"),
+        ({"method_kwargs": {"kd": {"temprature": 4.0}}},
+         r"argument of method 'kd' .* 'temprature'. Did you mean 'temperature'\? "
+         r"Accepted: temperature, weight"),
+    ],
+)
+def test_unknown_names_suggest_the_closest(tmp_path, overrides, message):
+    with pytest.raises(UsageError, match=message):
+        _distill(tmp_path, **overrides).validate()
+
+
+def test_dkd_accepts_warmup_epochs(tmp_path):
+    _distill(tmp_path, method="dkd", method_kwargs={"dkd": {"warmup_epochs": 20}}).validate()
+
+
+def test_malformed_method_kwargs_json_names_the_flag():
+    with pytest.raises(UsageError, match=r"--method_kwargs is not valid JSON .* '\{\"kd\": \{'"):
+        config_lib.parse_method_kwargs('{"kd": {')
+
+
+def test_unwritable_output_dir_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match=r"--output_dir=.*file/run' cannot be written"):
+        config_lib.check_output_dir(blocker / "run")
+
+
+def test_only_resumable_fields_may_change():
+    saved = config_lib.RunConfig(epochs=10).__dict__ | {"verbose": 0, "output_dir": "elsewhere"}
+    assert config_lib.differences(config_lib.RunConfig(epochs=10), saved) == []
+    changed = config_lib.differences(config_lib.RunConfig(epochs=12, lr=0.1), saved)
+    assert changed == ["epochs", "lr"]
+
+
+@pytest.mark.parametrize(
+    "batch_size, replicas, message",
+    [
+        (1, 1, r"--batch_size=1 gives 1 sample\(s\) per replica, too few for msdcrd"),
+        (6, 4, r"--batch_size=6 \(the global batch\) must be a multiple of the 4 replicas"),
+    ],
+)
+def test_batch_must_give_each_replica_two_samples_for_contrastive_methods(
+    tmp_path, batch_size, replicas, message
+):
+    from experiments import runner
+
+    config = _distill(tmp_path, method="kd,msdcrd", batch_size=batch_size)
+    with pytest.raises(UsageError, match=message):
+        runner.check_replica_batch(config, replicas)
+    runner.check_replica_batch(_distill(tmp_path, method="kd", batch_size=1), 1)

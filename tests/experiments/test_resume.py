@@ -1,0 +1,143 @@
+"""Crashes and interruptions: atomic checkpoints, exact resumption, SIGTERM, divergence."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from experiments import runner
+from experiments.errors import RunInterrupted, UsageError
+from kerasdistill.training import checkpointing
+from kerasdistill.training.callbacks import TrainingDiverged
+from tests.conftest import REPO
+from tests.experiments.conftest import tiny_config
+
+# 2 epochs of 3 steps; checkpoints at steps 2 and 4 (every 2) and 3 and 6 (epoch ends).
+RESUMABLE = dict(deterministic=True, checkpoint_every_steps=2)
+
+
+def _weights(output_dir):
+    return keras.saving.load_model(output_dir / "model.keras").get_weights()
+
+
+def _assert_same_weights(a, b):
+    assert len(a) == len(b)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+class _SignalAtStep(keras.callbacks.Callback):
+    """Sends `signum` to this process at the end of global step `step` of this session."""
+
+    def __init__(self, step, signum):
+        super().__init__()
+        self.step, self.signum, self.seen = step, signum, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    runner.run(tiny_config(tiny_folder, out, **RESUMABLE))
+    return _weights(out)
+
+
+def test_deterministic_runs_give_identical_weights(tiny_folder, tmp_path, uninterrupted):
+    runner.run(tiny_config(tiny_folder, tmp_path, **RESUMABLE))
+    _assert_same_weights(_weights(tmp_path), uninterrupted)
+
+
+def test_sigkill_mid_epoch_then_restart_ends_with_the_same_weights(
+    tiny_folder, tmp_path, uninterrupted
+):
+    config = tiny_config(tiny_folder, tmp_path, **RESUMABLE)
+    code = (
+        "import signal, sys; sys.path.insert(0, {repo!r});"
+        "from experiments import runner; from tests.experiments import test_resume as t;"
+        "runner.run(runner.RunConfig(**{fields!r}), [t._SignalAtStep(5, signal.SIGKILL)])"
+    ).format(repo=str(REPO), fields=config.__dict__)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert checkpointing.read_metadata(tmp_path / "checkpoint.npz")["step"] == 4
+    # A kill while writing the next checkpoint leaves a partial temporary file only.
+    (tmp_path / "checkpoint.npz.tmp").write_bytes(b"partial")
+    metrics = runner.run(config)
+    assert metrics["epochs_trained_this_session"] == 1
+    _assert_same_weights(_weights(tmp_path), uninterrupted)
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]
+
+
+def test_sigterm_saves_a_checkpoint_and_stops_then_resumes_exactly(
+    tiny_folder, tmp_path, uninterrupted
+):
+    config = tiny_config(tiny_folder, tmp_path, **RESUMABLE)
+    # The signal arrives after the checkpointer saw step 1: it saves after step 2.
+    with pytest.raises(RunInterrupted, match=r"Stopped by SIGTERM at step 2; the checkpoint"):
+        runner.run(config, [_SignalAtStep(1, signal.SIGTERM)])
+    assert checkpointing.read_metadata(tmp_path / "checkpoint.npz")["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert not (tmp_path / "model.keras").exists()
+    assert runner.run(config)["epochs_trained_this_session"] == 2
+    _assert_same_weights(_weights(tmp_path), uninterrupted)
+
+
+def test_non_finite_loss_stops_naming_step_and_term_and_keeps_last_good_checkpoint(
+    tiny_folder, teacher_file, tmp_path
+):
+    config = tiny_config(
+        tiny_folder, tmp_path, mode="distill", method="kd", teacher_weights=str(teacher_file),
+        lr=1e30, checkpoint_every_steps=1,
+    )
+    with pytest.raises(TrainingDiverged, match=r"Loss term loss_\w+ is (nan|inf|-inf) at training "
+                       r"step (\d+).*last good checkpoint") as error:
+        runner.run(config)
+    step = int(error.value.args[0].split("at training step ")[1].split()[0].rstrip(".("))
+    saved = checkpointing.read_metadata(tmp_path / "checkpoint.npz")
+    assert saved["step"] == step - 1
+    with np.load(tmp_path / "checkpoint.npz") as archive:
+        assert all(np.isfinite(archive[k]).all() for k in archive.files if k.startswith("v"))
+
+
+def test_checkpoint_of_another_configuration_is_refused(tiny_folder, tmp_path):
+    config = tiny_config(tiny_folder, tmp_path, epochs=1, steps_per_epoch=1)
+    runner.run(config)
+    config.lr = 0.5
+    with pytest.raises(UsageError, match=r"holds the checkpoint of another configuration "
+                       r"\(lr=0.01 \(now 0.5\)\)"):
+        runner.run(config)
+
+
+def test_epoch_pipeline_is_a_function_of_seed_and_epoch_and_skips_exactly():
+    import tensorflow as tf
+
+    from kerasdistill import data
+    from kerasdistill.data.pipeline import epoch_pipeline
+
+    images = np.random.default_rng(0).integers(0, 255, (20, 32, 32, 3)).astype(np.uint8)
+    dataset = data.Dataset(
+        train=tf.data.Dataset.from_tensor_slices((images, np.arange(20) % 2)), test=None,
+        num_classes=2, num_train=20, mean=(0.5,) * 3, std=(0.25,) * 3, name="random",
+    )
+
+    def batches(epoch, skip=0, seed=1):
+        ds = epoch_pipeline(dataset, 4, 5, epoch, seed, skip_batches=skip, with_index=True)
+        return [(x["image"].numpy(), x["index"].numpy()) for x, _ in ds]
+
+    full = batches(epoch=3)
+    assert sorted(np.concatenate([i for _, i in full])) == list(range(20))
+    resumed = batches(epoch=3, skip=2)
+    assert len(resumed) == 3
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+               for a, b in zip(full[2:], resumed))
+    assert not np.array_equal(full[0][1], batches(epoch=4)[0][1])
+    assert not np.array_equal(full[0][0], batches(epoch=3, seed=2)[0][0])
+    with pytest.raises(ValueError, match=r"skip_batches must be in \[0, steps_per_epoch=5\)"):
+        batches(epoch=0, skip=5)
