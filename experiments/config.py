@@ -19,6 +19,12 @@ from experiments.errors import UsageError
 MODES = ("teacher", "student", "distill")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 MIXED_PRECISION = ("none", "float16", "bfloat16")
+# cifar: 32x32 images, pad-4 crop + flip. imagenet: encoded photos, random-resized crop 224
+# + flip for training, resize 256 + center crop 224 for evaluation, top-5 reported.
+INPUT_PIPELINES = ("cifar", "imagenet")
+# Step decays scaled to --epochs: cifar divides the LR by 10 at 150, 180, 210 of 240 epochs;
+# imagenet at 30, 60, 90 of 100.
+LR_SCHEDULES = ("cifar", "imagenet")
 JIT_COMPILE = ("auto", "true", "false")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8")
 # Methods that contrast each sample with the other samples of its batch.
@@ -43,6 +49,7 @@ class RunConfig:
     ce_weight: float = 1.0
     teacher_weights: str = ""
     dataset: str = "cifar100"
+    input_pipeline: str = "cifar"
     data_dir: str = ""
     download: bool = False
     skip_corrupt_images: bool = False
@@ -50,6 +57,7 @@ class RunConfig:
     steps_per_epoch: int = 0
     batch_size: int = 64
     lr: float = 0.05
+    lr_schedule: str = "cifar"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     seed: int = 0
@@ -118,6 +126,8 @@ def check_values(config):
     _choice("mode", config.mode, MODES)
     _choice("strategy", config.strategy, STRATEGIES)
     _choice("mixed_precision", config.mixed_precision, MIXED_PRECISION)
+    _choice("input_pipeline", config.input_pipeline, INPUT_PIPELINES)
+    _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
     _choice("jit_compile", str(config.jit_compile).lower(), JIT_COMPILE)
     for fmt in config.export_formats():
         _choice("export", fmt, EXPORT_FORMATS)
@@ -269,6 +279,8 @@ def define_flags(flags_module, defaults=None):
                     "Teacher weights: .keras, .weights.h5 or a PyTorch .pth checkpoint.")
     f.DEFINE_string("dataset", defaults["dataset"],
                     "cifar100 | cifar10 | path to an image folder (train/, test/) or its .tar.gz.")
+    f.DEFINE_enum("input_pipeline", defaults["input_pipeline"], INPUT_PIPELINES,
+                  "cifar (32x32, pad-4 crop) | imagenet (encoded photos, crops at 224, top-5).")
     f.DEFINE_string("data_dir", defaults["data_dir"], "tensorflow-datasets data directory.")
     f.DEFINE_bool("download", defaults["download"], "Allow tensorflow-datasets to download.")
     f.DEFINE_bool("skip_corrupt_images", defaults["skip_corrupt_images"],
@@ -279,6 +291,9 @@ def define_flags(flags_module, defaults=None):
     f.DEFINE_integer("batch_size", defaults["batch_size"],
                      "Global training batch size (split over the replicas).")
     f.DEFINE_float("lr", defaults["lr"], "Initial learning rate.")
+    f.DEFINE_enum("lr_schedule", defaults["lr_schedule"], LR_SCHEDULES,
+                  "LR / 10 at 150, 180, 210 of 240 epochs (cifar) or 30, 60, 90 of 100 "
+                  "(imagenet), scaled to --epochs.")
     f.DEFINE_float("momentum", defaults["momentum"], "SGD momentum.")
     f.DEFINE_float("weight_decay", defaults["weight_decay"], "Coupled L2 weight decay.")
     f.DEFINE_integer("seed", defaults["seed"], "Random seed.")

@@ -79,6 +79,13 @@ def load_dataset(config, output_dir):
     from kerasdistill.data import validation
 
     source = config.dataset
+    if config.input_pipeline == "imagenet" and source != "imagenet2012":
+        from kerasdistill.data.imagenet import load_imagenet_folder
+
+        try:
+            return load_imagenet_folder(source)
+        except (ValueError, FileNotFoundError) as error:
+            raise UsageError(f"--dataset={source!r}: {error}") from error
     if pathlib.Path(source).is_dir():
         try:
             corrupt = validation.check_image_folder(source)
@@ -186,10 +193,14 @@ def compile_model(config, models, steps):
     """Compiles the fitted model with the reference SGD recipe."""
     import keras
 
-    from kerasdistill.training import TorchSGD, step_decay
+    from kerasdistill.training import TorchSGD, schedules
 
+    milestones = {
+        "cifar": (schedules.REFERENCE_MILESTONES, schedules.REFERENCE_EPOCHS),
+        "imagenet": (schedules.IMAGENET_MILESTONES, schedules.IMAGENET_EPOCHS),
+    }[config.lr_schedule]
     optimizer = TorchSGD(
-        step_decay(config.lr, config.epochs, steps),
+        schedules.step_decay(config.lr, config.epochs, steps, *milestones),
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
@@ -288,17 +299,20 @@ def train(config, model, dataset, steps, start_step, callbacks, checkpointer):
     Raises:
         RunInterrupted: When SIGTERM stopped training (after a checkpoint).
     """
-    from kerasdistill import data
     from kerasdistill.data.pipeline import epoch_pipeline
 
     with_index = any(m.uses_sample_indices for m in getattr(model, "methods", ()))
-    eval_ds = data.eval_pipeline(dataset)
+    eval_ds = eval_batches(config, dataset)
+    augment = None
+    if config.input_pipeline == "imagenet":
+        from kerasdistill.data.imagenet_augment import random_resized_crop_flip as augment
     first_epoch, skip = divmod(start_step, steps)
     epochs_done = 0
     for epoch in range(first_epoch, config.epochs):
         batches = epoch_pipeline(
             dataset, config.batch_size, steps, epoch, config.seed,
             skip_batches=skip if epoch == first_epoch else 0, with_index=with_index,
+            augment=augment, shuffle_buffer=10_000 if augment else 50_000,
         )
         model.fit(
             batches,
@@ -318,17 +332,29 @@ def train(config, model, dataset, steps, start_step, callbacks, checkpointer):
     return epochs_done
 
 
-def accuracy(model, dataset):
-    """Top-1 accuracy of a classifier (normalized images -> logits) on the test split."""
-    import keras
-
+def eval_batches(config, dataset):
+    """The test split as the input pipeline of `config` evaluates it."""
     from kerasdistill import data
 
-    model.compile(
-        loss=_cross_entropy(), metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    )
-    result = model.evaluate(data.eval_pipeline(dataset), verbose=0, return_dict=True)
-    return float(result["accuracy"])
+    if config.input_pipeline == "imagenet":
+        return data.imagenet_eval_pipeline(dataset)
+    return data.eval_pipeline(dataset)
+
+
+def accuracy(config, model, dataset):
+    """Test accuracy of a classifier (normalized images -> logits).
+
+    Returns:
+        Dict with `accuracy` (top-1), and `top5` for the ImageNet pipeline.
+    """
+    import keras
+
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if config.input_pipeline == "imagenet":
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
+    model.compile(loss=_cross_entropy(), metrics=metrics)
+    result = model.evaluate(eval_batches(config, dataset), verbose=0, return_dict=True)
+    return {name: float(result[name]) for name in ("accuracy", "top5") if name in result}
 
 
 def export(model, output_dir, formats, dataset):
@@ -419,13 +445,15 @@ def run(config, extra_callbacks=()):
         start_step = resume(models.fitted, output_dir)
         metrics = {}
         if models.teacher is not None:
-            metrics["teacher_test_accuracy"] = accuracy(models.teacher, dataset)
+            for name, value in accuracy(config, models.teacher, dataset).items():
+                metrics[f"teacher_test_{name}"] = value
     epochs_done, seconds = fit_with_checkpoints(
         config, models.fitted, dataset, steps, start_step, output_dir, extra_callbacks
     )
     exported = export(models.trained, output_dir, config.export_formats(), dataset)
     with strategy.scope():
-        metrics["test_accuracy"] = accuracy(models.trained, dataset)
+        for name, value in accuracy(config, models.trained, dataset).items():
+            metrics[f"test_{name}"] = value
     metrics.update(
         {
             "epochs": config.epochs,

@@ -7,8 +7,12 @@ import keras
 
 from experiments.errors import UsageError
 from kerasdistill import models
+from kerasdistill.models.torchvision_convert import IMAGENET_MODELS
 
-ACCEPTED = ".keras (a saved model), .weights.h5 (zoo weights) or .pth (a RepDistiller checkpoint)"
+ACCEPTED = (
+    ".keras (a saved model), .weights.h5 (zoo weights) or .pth (a RepDistiller checkpoint, or "
+    "a torchvision / mdistiller one for the ImageNet models)"
+)
 
 
 def _signature(model):
@@ -18,6 +22,8 @@ def _signature(model):
 
 def _load(name, path, num_classes):
     if path.name.endswith(".pth"):
+        if name in IMAGENET_MODELS:
+            return models.from_torchvision_checkpoint(name, str(path), num_classes=num_classes)
         return models.from_torch_checkpoint(name, str(path), num_classes=num_classes)
     if path.name.endswith(".keras"):
         if not zipfile.is_zipfile(path):

@@ -35,7 +35,9 @@ class Dataset:
     """A classification dataset with unbatched `(image, label)` splits.
 
     Attributes:
-        train: `tf.data.Dataset` of `(uint8 HWC image, int64 label)`, in a fixed
+        train: `tf.data.Dataset` of `(uint8 HWC image, int64 label)`, or of
+            `(encoded image string, int64 label)` for ImageNet (decoded by
+            `imagenet_train_pipeline` / `imagenet_eval_pipeline`), in a fixed
             order (the position of an example is its dataset index).
         test: Same for the evaluation split.
         num_classes: Number of classes.
@@ -236,11 +238,12 @@ def load_image_folder(path, cache_dir=None):
 
 
 def load(name_or_path, data_dir=None, download=False, cache_dir=None):
-    """Loads `cifar10`, `cifar100` or an image folder / archive by path.
+    """Loads `cifar10`, `cifar100`, `imagenet2012` or an image folder / archive by path.
 
     Args:
-        name_or_path: `"cifar10"`, `"cifar100"` or a path.
-        data_dir: tfds data directory for the CIFAR datasets.
+        name_or_path: `"cifar10"`, `"cifar100"`, `"imagenet2012"` (tfds, from
+            the user's own archives) or a path.
+        data_dir: tfds data directory for the named datasets.
         download: Allow tfds downloads.
         cache_dir: Extraction directory for archives.
 
@@ -249,4 +252,8 @@ def load(name_or_path, data_dir=None, download=False, cache_dir=None):
     """
     if name_or_path in CIFAR_STATS:
         return load_cifar(name_or_path, data_dir=data_dir, download=download)
+    if name_or_path == "imagenet2012":
+        from kerasdistill.data.imagenet import load_imagenet  # It imports this module.
+
+        return load_imagenet(data_dir=data_dir)
     return load_image_folder(name_or_path, cache_dir=cache_dir)

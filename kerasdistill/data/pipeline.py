@@ -48,7 +48,15 @@ def _stateless_crop_flip(image, seed, size=32, padding=4):
 
 
 def epoch_pipeline(
-    dataset, batch_size, steps_per_epoch, epoch, seed, skip_batches=0, with_index=False
+    dataset,
+    batch_size,
+    steps_per_epoch,
+    epoch,
+    seed,
+    skip_batches=0,
+    with_index=False,
+    augment=None,
+    shuffle_buffer=50_000,
 ):
     """The training batches of one epoch, a pure function of `(seed, epoch)`.
 
@@ -66,6 +74,11 @@ def epoch_pipeline(
         seed: Integer seed of shuffling and augmentation.
         skip_batches: Leading batches to leave out (already trained on).
         with_index: Yield `({"image": x, "index": i}, y)` as `train_pipeline`.
+        augment: `augment(image, seed) -> uint8-range image` for one example
+            and its stateless seed; default the CIFAR recipe (pad 4, random
+            crop, flip). ImageNet passes its random-resized crop of the
+            encoded photo (`kerasdistill.data.imagenet.random_resized_crop_flip`).
+        shuffle_buffer: Shuffle buffer size (capped by the split's size).
 
     Returns:
         A `tf.data.Dataset` of `steps_per_epoch - skip_batches` batches.
@@ -80,12 +93,13 @@ def epoch_pipeline(
             f"skip_batches must be in [0, steps_per_epoch={steps_per_epoch}), got {skip_batches}."
         )
     epoch_seed = int(seed) * 1_000_003 + int(epoch)
-    ds = dataset.train.enumerate().shuffle(min(dataset.num_train, 50_000), seed=epoch_seed)
+    augment = augment or _stateless_crop_flip
+    ds = dataset.train.enumerate().shuffle(min(dataset.num_train, shuffle_buffer), seed=epoch_seed)
     ds = ds.take(steps_per_epoch * batch_size).skip(skip_batches * batch_size)
 
     def prepare(index, example):
         image, label = example
-        image = _stateless_crop_flip(image, tf.stack([tf.constant(epoch_seed, tf.int64), index]))
+        image = augment(image, tf.stack([tf.constant(epoch_seed, tf.int64), index]))
         image = normalize(image, dataset.mean, dataset.std)
         if with_index:
             return {IMAGE_KEY: image, INDEX_KEY: index}, label

@@ -4,6 +4,9 @@ import keras
 
 REFERENCE_EPOCHS = 240
 REFERENCE_MILESTONES = (150, 180, 210)
+# The reference ImageNet protocol: LR / 10 at epochs 30, 60 and 90 of 100.
+IMAGENET_EPOCHS = 100
+IMAGENET_MILESTONES = (30, 60, 90)
 
 
 def step_decay(base_lr, epochs, steps_per_epoch, milestones=REFERENCE_MILESTONES,
