@@ -7,7 +7,6 @@ the flags or inputs ends the program with one line on stderr and exit status 2
 (`KERASDISTILL_VERBOSE=1` or `--verbose=3` adds the traceback).
 """
 
-import json
 import os
 import pathlib
 import sys
@@ -17,20 +16,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # noqa: E402
 
-from experiments import config, errors  # noqa: E402
+from experiments import cli, config, errors  # noqa: E402
 
 config.define_flags(flags)
 
 
-def main(argv):
-    del argv
-    run_config = config.config_from_flags(flags.FLAGS)
-    config.check_values(run_config)  # Before TensorFlow is imported.
-    from experiments import runner
-
-    metrics = runner.run(run_config)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=2))
-
-
 if __name__ == "__main__":
-    errors.run_app(main)
+    errors.run_app(cli.main)

@@ -12,7 +12,6 @@ mdistiller `.pth` files. The run directory holds what the CIFAR script writes
 taking 224x224 images in [0, 255]. Mistakes end with one line and exit status 2.
 """
 
-import json
 import os
 import pathlib
 import sys
@@ -22,7 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # noqa: E402
 
-from experiments import config, errors  # noqa: E402
+from experiments import cli, config, errors  # noqa: E402
 
 # The reference ImageNet protocol (RepDistiller / mdistiller): 100 epochs, batch 256,
 # SGD 0.1 with momentum 0.9, LR / 10 at epochs 30, 60 and 90, weight decay 1e-4.
@@ -42,15 +41,5 @@ IMAGENET_DEFAULTS = {
 config.define_flags(flags, defaults=IMAGENET_DEFAULTS)
 
 
-def main(argv):
-    del argv
-    run_config = config.config_from_flags(flags.FLAGS)
-    config.check_values(run_config)  # Before TensorFlow is imported.
-    from experiments import runner
-
-    metrics = runner.run(run_config)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=2))
-
-
 if __name__ == "__main__":
-    errors.run_app(main)
+    errors.run_app(cli.main)

@@ -28,30 +28,16 @@ import keras
 
 from kerasdistill.models import layers as L
 from kerasdistill.models.registry import register
+from kerasdistill.models.resnet50 import bottleneck
 from kerasdistill.models.resnet_cifar import _basic_block
 
-EXPANSION = 4  # Output width of a bottleneck over its inner width.
 STEM_FILTERS = 64
 
 
-def _bottleneck(x, planes, stride, name, preact_name=None, out_name=None):
-    out_planes = EXPANSION * planes
-    out = L.conv_bn(x, planes, 1, conv_name=f"{name}.conv1", bn_name=f"{name}.bn1")
-    out = L.conv_bn(out, planes, 3, stride, conv_name=f"{name}.conv2", bn_name=f"{name}.bn2")
-    out = L.conv_bn(
-        out, out_planes, 1, activate=False, conv_name=f"{name}.conv3", bn_name=f"{name}.bn3"
-    )
-    shortcut = x
-    if stride != 1 or x.shape[-1] != out_planes:
-        shortcut = L.conv_bn(
-            x, out_planes, 1, stride, activate=False,
-            conv_name=f"{name}.downsample.0", bn_name=f"{name}.downsample.1",
-        )
-    preact = keras.layers.Add(name=preact_name)([out, shortcut])
-    return L.relu(preact, name=out_name)
-
-
-_BLOCKS = {"basic": _basic_block, "bottleneck": _bottleneck}
+_BLOCKS = {
+    "basic": _basic_block,
+    "bottleneck": functools.partial(bottleneck, shortcut_name="downsample"),
+}
 
 
 def _max_pool(x):

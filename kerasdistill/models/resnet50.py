@@ -23,7 +23,22 @@ from kerasdistill.models.registry import register
 EXPANSION = 4
 
 
-def _bottleneck(x, planes, stride, name, preact_name=None, out_name=None):
+def bottleneck(x, planes, stride, name, preact_name=None, out_name=None, shortcut_name="shortcut"):
+    """A bottleneck residual block (1x1, 3x3, 1x1 convolutions, expansion 4).
+
+    Args:
+        x: Input tensor, NHWC.
+        planes: Inner width; the output has `4 * planes` channels.
+        stride: Stride of the 3x3 convolution and of the projection shortcut.
+        name: Layer-name prefix (the PyTorch module path).
+        preact_name: Name of the addition (the block's pre-activation tap).
+        out_name: Name of the final ReLU.
+        shortcut_name: Module name of the projection shortcut: `"shortcut"`
+            (RepDistiller) or `"downsample"` (torchvision).
+
+    Returns:
+        The output tensor.
+    """
     out_planes = EXPANSION * planes
     out = L.conv_bn(x, planes, 1, conv_name=f"{name}.conv1", bn_name=f"{name}.bn1")
     out = L.conv_bn(out, planes, 3, stride, conv_name=f"{name}.conv2", bn_name=f"{name}.bn2")
@@ -34,7 +49,7 @@ def _bottleneck(x, planes, stride, name, preact_name=None, out_name=None):
     if stride != 1 or x.shape[-1] != out_planes:
         shortcut = L.conv_bn(
             x, out_planes, 1, stride, activate=False,
-            conv_name=f"{name}.shortcut.0", bn_name=f"{name}.shortcut.1",
+            conv_name=f"{name}.{shortcut_name}.0", bn_name=f"{name}.{shortcut_name}.1",
         )
     preact = keras.layers.Add(name=preact_name)([out, shortcut])
     return L.relu(preact, name=out_name)
@@ -57,7 +72,7 @@ def resnet_bottleneck(num_blocks, num_classes=100, input_shape=(32, 32, 3), name
     for stage, blocks in enumerate(num_blocks, start=1):
         for i in range(blocks):
             last = i == blocks - 1
-            x = _bottleneck(
+            x = bottleneck(
                 x,
                 64 * 2 ** (stage - 1),
                 stride=2 if i == 0 and stage > 1 else 1,

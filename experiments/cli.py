@@ -1,0 +1,24 @@
+"""The `main` shared by the experiment scripts (cifar100.py, imagenet.py)."""
+
+import json
+
+from absl import flags
+
+from experiments import config
+
+
+def main(argv):
+    """Runs the configuration the parsed absl flags describe; prints its metrics.
+
+    The numbers and choices are checked before TensorFlow is imported.
+
+    Args:
+        argv: Positional arguments left by absl (none are accepted).
+    """
+    del argv
+    run_config = config.config_from_flags(flags.FLAGS)
+    config.check_values(run_config)
+    from experiments import runner
+
+    metrics = runner.run(run_config)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=2))
