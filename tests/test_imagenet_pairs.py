@@ -1,6 +1,5 @@
 """The two ImageNet pairs at 224 px: every method trains a step; the student exports."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf

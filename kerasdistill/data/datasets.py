@@ -93,36 +93,68 @@ def load_cifar(name, data_dir=None, download=False):
         raise ValueError(f"Unknown CIFAR dataset {name!r}; expected one of {sorted(CIFAR_STATS)}.")
     data_dir = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
     manual = pathlib.Path(data_dir, "downloads", "manual", _CIFAR_ARCHIVES[name])
-    def tfds_load(allow_download):
+
+    def unavailable():
+        if download or manual.exists():
+            return None
+        return (
+            f"{name} is not prepared in data_dir={data_dir!r} and downloads are off. "
+            f"Either place the official archive {_CIFAR_ARCHIVES[name]} in "
+            f"{manual.parent}/ (tfds then builds it offline), point --data_dir at a "
+            f"directory where tfds already prepared {name}, or allow downloading "
+            f"(--download)."
+        )
+
+    mean, std = CIFAR_STATS[name]
+    return load_tfds(name, ("train", "test"), data_dir, unavailable, mean, std)
+
+
+def load_tfds(name, splits, data_dir, unavailable, mean, std, **load_kwargs):
+    """Loads a tensorflow-datasets dataset, preparing it only when allowed.
+
+    Args:
+        name: tfds name.
+        splits: Names of the training and the evaluation split.
+        data_dir: tfds data directory.
+        unavailable: Called when the dataset is not prepared; returns why it
+            cannot be prepared now (a message), or `None` to let tfds prepare it.
+        mean: Per-channel mean over [0, 1] pixels, for normalization.
+        std: Per-channel standard deviation over [0, 1] pixels.
+        **load_kwargs: More `tfds.load` arguments (decoders, download config).
+
+    Returns:
+        A `Dataset`.
+
+    Raises:
+        DatasetUnavailableError: With the message of `unavailable`.
+    """
+    import tensorflow_datasets as tfds
+
+    def tfds_load(prepare):
         return tfds.load(
             name,
-            split=["train", "test"],
+            split=list(splits),
             data_dir=data_dir,
             as_supervised=True,
             with_info=True,
             shuffle_files=False,
-            download=allow_download,
+            download=prepare,
+            **load_kwargs,
         )
 
     try:
-        splits, info = tfds_load(False)
+        loaded, info = tfds_load(False)
     except (tfds.core.DatasetNotFoundError, AssertionError) as error:
         # tfds raises either, depending on how far it got, when nothing is prepared.
-        if not (download or manual.exists()):
-            raise DatasetUnavailableError(
-                f"{name} is not prepared in data_dir={data_dir!r} and downloads are off. "
-                f"Either place the official archive {_CIFAR_ARCHIVES[name]} in "
-                f"{manual.parent}/ (tfds then builds it offline), point --data_dir at a "
-                f"directory where tfds already prepared {name}, or allow downloading "
-                f"(--download)."
-            ) from error
-        splits, info = tfds_load(True)
-    mean, std = CIFAR_STATS[name]
+        reason = unavailable()
+        if reason is not None:
+            raise DatasetUnavailableError(reason) from error
+        loaded, info = tfds_load(True)
     return Dataset(
-        train=splits[0],
-        test=splits[1],
+        train=loaded[0],
+        test=loaded[1],
         num_classes=info.features["label"].num_classes,
-        num_train=_count(splits[0]),
+        num_train=_count(loaded[0]),
         mean=mean,
         std=std,
         name=name,

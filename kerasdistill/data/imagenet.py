@@ -25,7 +25,7 @@ from kerasdistill.data.augment import normalize
 from kerasdistill.data.datasets import (
     Dataset,
     DatasetUnavailableError,
-    _count,
+    load_tfds,
     _extract_archive,
     _list_split,
 )
@@ -69,43 +69,29 @@ def load_imagenet(data_dir=None, manual_dir=None):
     manual_dir = pathlib.Path(manual_dir or pathlib.Path(data_dir, "downloads", "manual"))
     manual_dir = manual_dir.expanduser()
 
-    def tfds_load(prepare):
-        return tfds.load(
-            "imagenet2012",
-            split=["train", "validation"],
-            data_dir=data_dir,
-            as_supervised=True,
-            with_info=True,
-            shuffle_files=False,
-            download=prepare,
-            decoders={"image": tfds.decode.SkipDecoding()},
-            download_and_prepare_kwargs={
-                "download_config": tfds.download.DownloadConfig(manual_dir=str(manual_dir))
-            },
+    def unavailable():
+        missing = [name for name in IMAGENET_ARCHIVES if not (manual_dir / name).exists()]
+        if not missing:
+            return None
+        return (
+            f"imagenet2012 is not prepared in data_dir={data_dir!r} and "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: "
+            f"place {' and '.join(IMAGENET_ARCHIVES)} (from "
+            f"https://image-net.org/download-images) in {manual_dir}/ and tfds builds "
+            f"it offline, or pass the data_dir where tfds already prepared it."
         )
 
-    try:
-        splits, info = tfds_load(False)
-    except (tfds.core.DatasetNotFoundError, AssertionError) as error:
-        # tfds raises either, depending on how far it got, when nothing is prepared.
-        missing = [name for name in IMAGENET_ARCHIVES if not (manual_dir / name).exists()]
-        if missing:
-            raise DatasetUnavailableError(
-                f"imagenet2012 is not prepared in data_dir={data_dir!r} and "
-                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: "
-                f"place {' and '.join(IMAGENET_ARCHIVES)} (from "
-                f"https://image-net.org/download-images) in {manual_dir}/ and tfds builds "
-                f"it offline, or pass the data_dir where tfds already prepared it."
-            ) from error
-        splits, info = tfds_load(True)
-    return Dataset(
-        train=splits[0],
-        test=splits[1],
-        num_classes=info.features["label"].num_classes,
-        num_train=_count(splits[0]),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        name="imagenet2012",
+    return load_tfds(
+        "imagenet2012",
+        ("train", "validation"),
+        data_dir,
+        unavailable,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        decoders={"image": tfds.decode.SkipDecoding()},
+        download_and_prepare_kwargs={
+            "download_config": tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+        },
     )
 
 

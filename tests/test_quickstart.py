@@ -1,0 +1,105 @@
+"""The quickstart script and the teacher it ships with."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasdistill import data
+from tests.conftest import REPO
+
+TEACHER = REPO / "data" / "cifar10_resnet20_teacher.keras"
+MINI = REPO / "data" / "cifar10-mini.tar.gz"
+ROWS = ("student alone", "KD", "MSDCRD", "KD + MSDCRD")
+STAGE_DIRS = ("student", "kd", "msdcrd", "kd_msdcrd")
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar10_folder(tmp_path_factory):
+    """Ten classes of random 32x32 images, as many classes as the shipped teacher has."""
+    root = tmp_path_factory.mktemp("tiny10")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 2), ("test", 1)):
+        for label in range(10):
+            folder = root / split / f"class_{label}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+                tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(image))
+    return root
+
+
+def _quickstart(*args):
+    return subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "quickstart.py"), *args],
+        capture_output=True, text=True, timeout=900, cwd=REPO,
+    )
+
+
+def test_quickstart_prints_one_row_per_method_and_writes_each_run(tiny_cifar10_folder, tmp_path):
+    proc = _quickstart(
+        f"--dataset={tiny_cifar10_folder}", "--epochs=1", "--steps_per_epoch=2",
+        "--batch_size=8", f"--output_dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("student resnet8"))
+    table = lines[header + 1: header + 1 + len(ROWS)]
+    for row, line in zip(ROWS, table):
+        assert line.startswith(row + " "), line
+        accuracy, seconds = (float(v) for v in line[len(row):].split()[:2])
+        assert 0.0 <= accuracy <= 1.0 and seconds > 0
+    assert lines[header + 1 + len(ROWS)].startswith("total")
+    assert any(line.startswith("teacher resnet20") for line in lines[:header])
+    methods = []
+    for subdir in STAGE_DIRS:
+        assert (tmp_path / subdir / "saved_model" / "saved_model.pb").exists()
+        methods.append(json.loads((tmp_path / subdir / "metrics.json").read_text())["config"])
+    assert [(c["mode"], c["method"]) for c in methods[1:]] == [
+        ("distill", "kd"), ("distill", "msdcrd"), ("distill", "kd,msdcrd")
+    ]
+    assert methods[0]["mode"] == "student"
+
+
+def test_quickstart_rejects_the_flags_its_stages_set(tmp_path):
+    proc = _quickstart("--method=kd", f"--output_dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "sets --mode, --method, --method_kwargs, --ce_weight per stage" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_shipped_teacher_reaches_its_recorded_accuracy():
+    assert TEACHER.stat().st_size < 2 * 1024 * 1024
+    record = json.loads(TEACHER.with_suffix(".json").read_text())
+    teacher = keras.saving.load_model(TEACHER)
+    test = data.eval_pipeline(data.load(str(MINI)))
+    labels = np.concatenate([y.numpy() for _, y in test])
+    accuracy = np.mean(np.argmax(teacher.predict(test, verbose=0), -1) == labels)
+    # The mini test set is 1,000 of the 10,000 CIFAR-10 test images.
+    assert accuracy == pytest.approx(record["mini_test_accuracy"], abs=0.005)
+    assert accuracy == pytest.approx(record["test_accuracy"], abs=0.04)
+    assert record["test_accuracy"] >= 0.5  # chance is 0.1
+
+
+def test_teacher_script_writes_the_teacher_and_its_accuracies(tiny_cifar10_folder, tmp_path):
+    destination = tmp_path / "teacher.keras"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "train_quickstart_teacher.py"),
+         f"--dataset={tiny_cifar10_folder}", "--teacher=resnet8", "--epochs=1",
+         "--steps_per_epoch=2", "--batch_size=8", "--export=keras",
+         f"--output_dir={tmp_path / 'run'}", f"--destination={destination}"],
+        capture_output=True, text=True, timeout=900, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(destination.with_suffix(".json").read_text())
+    run_metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["test_accuracy"] == run_metrics["test_accuracy"]
+    assert (record["model"], record["epochs"], record["steps_per_epoch"]) == ("resnet8", 1, 2)
+    teacher = keras.saving.load_model(destination)
+    assert getattr(teacher, "optimizer", None) is None  # No optimizer state is shipped.
+    assert destination.stat().st_size < (tmp_path / "run" / "model.keras").stat().st_size
+    assert 0.0 <= record["mini_test_accuracy"] <= 1.0
