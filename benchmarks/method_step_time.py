@@ -6,8 +6,9 @@
 
 Each entry of `--methods` is one `Distiller`: `none` is the student alone with
 cross-entropy (a Distiller without methods), `kd` one method, `kd+msdcrd`
-several combined. Methods are built by `experiments.runner.build_methods`, as in
-a real run, with their default hyper-parameters (or `--method_kwargs`).
+several combined. Methods are built by `kerasdistill.methods.get` with the
+`TrainingData` they need, as in a real run, with their default hyper-parameters
+(or `--method_kwargs`).
 
 The data are synthetic and in memory (random normalized images, labels and
 dataset indices, with `train_labels` for `--num_train` samples for CRD), so the
@@ -39,7 +40,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import kerasdistill  # noqa: E402
-from experiments import runner  # noqa: E402
 from kerasdistill import methods, models  # noqa: E402
 from kerasdistill.distiller import IMAGE_KEY, INDEX_KEY  # noqa: E402
 from kerasdistill.training import TorchSGD  # noqa: E402
@@ -75,9 +75,6 @@ FLAGS = flags.FLAGS
 
 class SyntheticData:
     """Random normalized CIFAR-sized batches held in memory.
-
-    Also the `dataset` argument of `runner.build_methods`, which only reads
-    `train_labels()`.
 
     Args:
         num_train: Number of (virtual) training samples, at least
@@ -137,23 +134,56 @@ def parse_entries(spec):
     return parsed
 
 
-def build_distiller(teacher, method_names, data, method_kwargs):
-    """A compiled Distiller of a fresh student and the shared frozen teacher.
+def build_methods(method_names, data, method_kwargs):
+    """Builds the named methods as a training script does, from `methods.get`.
+
+    Args:
+        method_names: Registered method names.
+        data: The `SyntheticData` the methods learn the training labels from.
+        method_kwargs: Dict `{name: constructor kwargs}`; missing names get
+            the defaults.
+
+    Returns:
+        A list of `DistillationMethod`s.
+
+    Raises:
+        ValueError: Naming the method whose `method_kwargs` it rejects.
+    """
+    labels = data.train_labels()
+    training_data = methods.TrainingData(
+        train_labels=labels, steps_per_epoch=len(labels) // data.batch_size
+    )
+    built = []
+    for name in method_names:
+        kwargs = method_kwargs.get(name, {})
+        try:
+            built.append(methods.get(name, data=training_data, **kwargs))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--method_kwargs for {name!r} {kwargs}: {error}") from error
+    return built
+
+
+def build_distiller(teacher, student, method_names, data, method_kwargs, jit_compile):
+    """A compiled Distiller of `student` and the frozen `teacher`.
+
+    Args:
+        teacher: The teacher model.
+        student: A freshly built student model.
+        method_names: Registered method names (none: the student alone).
+        data: A `SyntheticData`.
+        method_kwargs: Dict `{name: constructor kwargs}`.
+        jit_compile: `"false"`, `"true"` or `"auto"`, passed to `compile()`.
 
     Returns:
         `(distiller, train_dataset)`; the dataset carries dataset indices only
         when a method needs them, as in `experiments/runner.py`.
     """
-    config = runner.RunConfig(method=",".join(method_names), method_kwargs=method_kwargs)
-    steps_per_epoch = len(data.train_labels()) // data.batch_size
-    method_list = runner.build_methods(config, data, steps_per_epoch)
-    student = models.get(FLAGS.student, num_classes=FLAGS.num_classes)
+    method_list = build_methods(method_names, data, method_kwargs)
     distiller = kerasdistill.Distiller(teacher, student, method_list)
-    jit_compile = {"false": False, "true": True, "auto": "auto"}[FLAGS.jit_compile]
     distiller.compile(
         optimizer=TorchSGD(0.05, momentum=0.9, weight_decay=5e-4),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=jit_compile,
+        jit_compile={"false": False, "true": True, "auto": "auto"}[jit_compile],
     )
     with_index = any(m.uses_sample_indices for m in method_list)
     return distiller, data.pipeline(with_index)
@@ -166,6 +196,35 @@ def timed_fit(distiller, ds, steps):
     return time.perf_counter() - start
 
 
+def time_round_robin(runs, steps, repeats):
+    """Times one `fit` of `steps` steps per entry, in `repeats` interleaved rounds.
+
+    Args:
+        runs: Dict `{entry: (distiller, dataset)}` of warmed-up Distillers.
+        steps: Steps per timed fit.
+        repeats: Rounds over all entries.
+
+    Returns:
+        Dict `{entry: [seconds, one per round]}`.
+    """
+    seconds = {entry: [] for entry in runs}
+    for repeat in range(repeats):
+        for entry, (distiller, ds) in runs.items():
+            seconds[entry].append(timed_fit(distiller, ds, steps))
+        print(f"repeat {repeat + 1}/{repeats} done", flush=True)
+    return seconds
+
+
+def publish(report, output):
+    """Prints `report` and, when `output` is a path, writes it there too."""
+    print(f"\n{report}")
+    if output:
+        path = pathlib.Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report)
+        print(f"Wrote {path}")
+
+
 def machine_line():
     """One line naming the hardware and software the numbers come from."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -176,32 +235,49 @@ def machine_line():
     )
 
 
-def format_table(seconds, batch_size, steps):
+def format_table(
+    seconds, batch_size, steps, columns=("method",), baseline_of=lambda entry: STUDENT_ALONE,
+    relative_label="relative to student alone",
+):
     """Markdown table of median throughput per entry.
 
     Args:
         seconds: Dict `{entry: [seconds per timed fit, one per repeat]}`, in
-            display order.
+            display order. An entry is a string, or a tuple with one string
+            per column of `columns`.
         batch_size: Images per step.
         steps: Steps per timed fit.
+        columns: Headers of the columns naming the entry.
+        baseline_of: Returns the entry whose throughput an entry's ratio is
+            taken to (`n/a` when that entry was not timed).
+        relative_label: Header of the ratio column.
 
     Returns:
         The table as a string.
     """
     median_step = {entry: statistics.median(times) / steps for entry, times in seconds.items()}
-    baseline = median_step.get(STUDENT_ALONE)
     rows = [
-        "| method | images/s (median) | relative to student alone | ms/step |",
-        "|---|---:|---:|---:|",
+        f"| {' | '.join(columns)} | images/s (median) | {relative_label} | ms/step |",
+        "|---" * len(columns) + "|---:|---:|---:|",
     ]
     for entry, step_s in median_step.items():
+        baseline = median_step.get(baseline_of(entry))
         relative = f"{baseline / step_s:.2f}x" if baseline else "n/a"
-        rows.append(f"| {entry} | {batch_size / step_s:.1f} | {relative} | {step_s * 1e3:.1f} |")
+        names = " | ".join(entry) if isinstance(entry, tuple) else entry
+        rows.append(f"| {names} | {batch_size / step_s:.1f} | {relative} | {step_s * 1e3:.1f} |")
     return "\n".join(rows)
 
 
-def main(argv):
-    del argv
+def check_flags():
+    """Validates the flags; returns `(entries, method_kwargs)`.
+
+    Returns:
+        The `parse_entries` list of `--methods` and the dict of
+        `--method_kwargs`.
+
+    Raises:
+        app.UsageError: Naming the bad flag value.
+    """
     for name in ("batch_size", "steps", "repeats"):
         if getattr(FLAGS, name) <= 0:
             raise app.UsageError(f"--{name} must be positive.")
@@ -216,40 +292,43 @@ def main(argv):
     if FLAGS.num_train < FLAGS.batch_size:
         raise app.UsageError("--num_train must be at least --batch_size.")
     try:
-        entries = parse_entries(FLAGS.methods)
-        method_kwargs = json.loads(FLAGS.method_kwargs or "{}")
+        return parse_entries(FLAGS.methods), json.loads(FLAGS.method_kwargs or "{}")
     except ValueError as error:  # json.JSONDecodeError included
         raise app.UsageError(str(error)) from error
 
+
+def config_line():
+    """The models, batch and timing settings of the run, as one sentence."""
+    return (
+        f"{FLAGS.teacher} -> {FLAGS.student}, {FLAGS.num_classes} classes, batch "
+        f"{FLAGS.batch_size}, {FLAGS.steps} timed steps x {FLAGS.repeats} repeats "
+        f"(median), {FLAGS.warmup} warm-up steps"
+    )
+
+
+def main(argv):
+    del argv
+    entries, method_kwargs = check_flags()
     keras.utils.set_random_seed(FLAGS.seed)
     data = SyntheticData(FLAGS.num_train, FLAGS.num_classes, FLAGS.batch_size, FLAGS.seed)
     teacher = models.get(FLAGS.teacher, num_classes=FLAGS.num_classes)
     runs = {}
     for entry, names in entries:
-        distiller, ds = build_distiller(teacher, names, data, method_kwargs)
+        try:
+            student = models.get(FLAGS.student, num_classes=FLAGS.num_classes)
+            distiller, ds = build_distiller(
+                teacher, student, names, data, method_kwargs, FLAGS.jit_compile
+            )
+        except ValueError as error:
+            raise app.UsageError(str(error)) from error
         warmup_s = timed_fit(distiller, ds, FLAGS.warmup)
         print(f"built and traced {entry}: warm-up {warmup_s:.1f} s", flush=True)
         runs[entry] = (distiller, ds)
 
-    seconds = {entry: [] for entry in runs}
-    for repeat in range(FLAGS.repeats):
-        for entry, (distiller, ds) in runs.items():
-            seconds[entry].append(timed_fit(distiller, ds, FLAGS.steps))
-        print(f"repeat {repeat + 1}/{FLAGS.repeats} done", flush=True)
+    seconds = time_round_robin(runs, FLAGS.steps, FLAGS.repeats)
 
-    header = (
-        f"{FLAGS.teacher} -> {FLAGS.student}, {FLAGS.num_classes} classes, batch "
-        f"{FLAGS.batch_size}, {FLAGS.steps} timed steps x {FLAGS.repeats} repeats "
-        f"(median), {FLAGS.warmup} warm-up steps, jit_compile={FLAGS.jit_compile}.\n"
-        f"{machine_line()}"
-    )
-    report = f"{header}\n\n{format_table(seconds, FLAGS.batch_size, FLAGS.steps)}\n"
-    print(f"\n{report}")
-    if FLAGS.output:
-        path = pathlib.Path(FLAGS.output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(report)
-        print(f"Wrote {path}")
+    header = f"{config_line()}, jit_compile={FLAGS.jit_compile}.\n{machine_line()}"
+    publish(f"{header}\n\n{format_table(seconds, FLAGS.batch_size, FLAGS.steps)}\n", FLAGS.output)
 
 
 if __name__ == "__main__":

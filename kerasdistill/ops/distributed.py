@@ -24,6 +24,21 @@ def _replica_context():
     return context
 
 
+def _gather(context, x):
+    """`context.all_gather(x, axis=0)`, placing `x` on this worker's device first.
+
+    With one device per worker (multi-worker CPU or one-GPU workers)
+    TensorFlow's gather finds no destination for a tensor it cannot place.
+    """
+    import tensorflow as tf
+
+    devices = tf.distribute.get_strategy().extended.worker_devices
+    if len(devices) == 1:
+        with tf.device(devices[0]):
+            x = tf.identity(x)
+    return context.all_gather(x, axis=0)
+
+
 def num_replicas():
     """Returns the number of replicas sharing the global batch of this step.
 
@@ -58,7 +73,7 @@ def all_gather(x):
     context = _replica_context()
     if context is None:
         return x
-    return context.all_gather(x, axis=0)
+    return _gather(context, x)
 
 
 def local_rows(global_x, local_batch_size):
@@ -76,7 +91,7 @@ def local_rows(global_x, local_batch_size):
     if context is None:
         return global_x
     size = ops.reshape(ops.cast(local_batch_size, "int32"), (1,))
-    sizes = context.all_gather(size, axis=0)
+    sizes = _gather(context, size)
     offset = ops.sum(sizes[: context.replica_id_in_sync_group])
     return global_x[offset : offset + size[0]]
 

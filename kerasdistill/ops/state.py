@@ -43,5 +43,8 @@ def gather_rows(variable, indices):
     """
     indices = ops.cast(indices, "int32")
     if keras.backend.backend() == "tensorflow":
-        return variable.value.sparse_read(indices)
+        import tensorflow as tf
+
+        # On a (possibly mirrored) resource variable: a sparse read of the rows.
+        return tf.gather(variable.value, indices)
     return ops.take(variable, indices, axis=0)

@@ -60,6 +60,9 @@ def make_strategy(name="auto", logical_devices=0):
 
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}.")
+    if name == "multi_worker":
+        # Collectives must be configured before anything lists or initializes devices.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if logical_devices:
         split_cpu(logical_devices)
     gpus = tf.config.list_logical_devices("GPU")
@@ -67,8 +70,6 @@ def make_strategy(name="auto", logical_devices=0):
         name = "mirrored" if len(gpus) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     devices = gpus or tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy([d.name for d in devices])
 
