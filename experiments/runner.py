@@ -76,7 +76,7 @@ def load_dataset(config, output_dir):
     from absl import logging
 
     from kerasdistill import data
-    from kerasdistill.data import validation
+    from kerasdistill.data import datasets, validation
 
     source = config.dataset
     if config.input_pipeline == "imagenet" and source != "imagenet2012":
@@ -86,6 +86,11 @@ def load_dataset(config, output_dir):
             return load_imagenet_folder(source)
         except (ValueError, FileNotFoundError) as error:
             raise UsageError(f"--dataset={source!r}: {error}") from error
+    if pathlib.Path(source).is_file() and source.endswith(datasets.ARCHIVE_SUFFIXES):
+        try:  # Extracted once; its images are then checked like a folder's.
+            source = str(datasets.extract_archive(source))
+        except (data.DatasetUnavailableError, OSError) as error:
+            raise UsageError(f"--dataset={config.dataset!r}: {error}") from error
     if pathlib.Path(source).is_dir():
         try:
             corrupt = validation.check_image_folder(source)

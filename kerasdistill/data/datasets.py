@@ -161,8 +161,21 @@ def load_tfds(name, splits, data_dir, unavailable, mean, std, **load_kwargs):
     )
 
 
-def _extract_archive(archive, cache_dir):
-    """Extracts a `.tar.gz` image-folder archive once and returns its root."""
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def extract_archive(archive, cache_dir=None):
+    """Extracts a `.tar.gz` image-folder archive once and returns its root.
+
+    Args:
+        archive: Path of the archive (holding one `train/` folder).
+        cache_dir: Where it is extracted (default `~/.cache/kerasdistill`).
+
+    Returns:
+        The folder holding `train/` (and `test/` or `val/`).
+    """
+    archive = pathlib.Path(archive)
+    cache_dir = cache_dir or pathlib.Path.home() / ".cache" / "kerasdistill"
     target = pathlib.Path(cache_dir) / archive.name.split(".")[0]
     marker = target / ".extracted"
     if not marker.exists():
@@ -250,9 +263,9 @@ def load_image_folder(path, cache_dir=None):
             f"test/<class>/* images (or a .tar.gz of one), or --dataset=cifar10|cifar100."
         )
     if path.is_file():
-        if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        if not path.name.endswith(ARCHIVE_SUFFIXES):
             raise DatasetUnavailableError(f"{path} is a file but not a .tar.gz/.tar archive.")
-        path = _extract_archive(path, cache_dir or pathlib.Path.home() / ".cache" / "kerasdistill")
+        path = extract_archive(path, cache_dir)
     class_names, train_paths, train_labels = _list_split(path, "train")
     _, test_paths, test_labels = _list_split(path, "test", class_names)
     train = _decode_split(train_paths, train_labels).cache()

@@ -26,7 +26,7 @@ from kerasdistill.data.datasets import (
     Dataset,
     DatasetUnavailableError,
     load_tfds,
-    _extract_archive,
+    extract_archive,
     _list_split,
 )
 from kerasdistill.data.imagenet_augment import random_resized_crop_flip, resize_center_crop
@@ -130,7 +130,7 @@ def load_imagenet_folder(path, cache_dir=None):
     if path.is_file():
         if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
             raise DatasetUnavailableError(f"{path} is a file but not a .tar.gz/.tar archive.")
-        path = _extract_archive(path, cache_dir or pathlib.Path.home() / ".cache" / "kerasdistill")
+        path = extract_archive(path, cache_dir or pathlib.Path.home() / ".cache" / "kerasdistill")
     if not ((path / "train").is_dir() and (path / "val").is_dir()):
         raise DatasetUnavailableError(
             f"ImageNet folder {path} must hold train/<wnid>/*.JPEG and val/<wnid>/*.JPEG "

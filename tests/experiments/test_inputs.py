@@ -1,6 +1,7 @@
 """Bad inputs (teacher files, dataset folders) fail early with a message naming the file."""
 
 import shutil
+import tarfile
 
 import pytest
 
@@ -61,6 +62,16 @@ def test_corrupt_image_is_named_before_training(corrupt_folder, tmp_path):
                        r".*train/b/3.png; .* --skip_corrupt_images"):
         runner.run(tiny_config(corrupt_folder, tmp_path / "out"))
     assert not (tmp_path / "out" / "history.csv").exists()
+
+
+def test_corrupt_image_inside_an_archive_is_named(corrupt_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # The archive's extraction cache.
+    archive = tmp_path / "corrupt.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(corrupt_folder, arcname="corrupt")
+    with pytest.raises(UsageError, match=r"holds 1 image\(s\) that cannot be decoded, first "
+                       r".*train/b/3.png"):
+        runner.run(tiny_config(str(archive), tmp_path / "out"))
 
 
 def test_skip_corrupt_images_trains_on_the_rest(corrupt_folder, tmp_path):

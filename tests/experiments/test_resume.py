@@ -141,3 +141,34 @@ def test_epoch_pipeline_is_a_function_of_seed_and_epoch_and_skips_exactly():
     assert not np.array_equal(full[0][0], batches(epoch=3, seed=2)[0][0])
     with pytest.raises(ValueError, match=r"skip_batches must be in \[0, steps_per_epoch=5\)"):
         batches(epoch=0, skip=5)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_script_process_saves_and_exits_143(tiny_folder, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "experiments" / "cifar100.py"), "--mode=student",
+         "--student=resnet8", f"--dataset={tiny_folder}", "--epochs=500", "--batch_size=8",
+         "--checkpoint_every_steps=1", f"--output_dir={out}", "--verbose=0"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while not (out / "checkpoint.npz").exists():
+            assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "Stopped by SIGTERM at step" in stderr.strip().splitlines()[-1]
+    step = checkpointing.read_metadata(out / "checkpoint.npz")["step"]
+    assert 0 < step < 500 * 3
+    assert not (out / "model.keras").exists()
