@@ -59,6 +59,7 @@ flags.DEFINE_string(
     'JSON dict of constructor arguments per method, e.g. {"crd": {"num_negatives": 4096}}.',
 )
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("image_size", 32, "Image height and width (224 for the ImageNet zoo).")
 flags.DEFINE_integer("steps", 50, "Timed steps per entry and repeat.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps per entry before timing (includes tracing).")
 flags.DEFINE_integer("repeats", 3, "Timed rounds over all entries; the median is reported.")
@@ -84,13 +85,14 @@ class SyntheticData:
         num_classes: Number of classes.
         batch_size: Batch size.
         seed: Seed of the random images, labels and indices.
+        image_size: Height and width of the images (224 for the ImageNet models).
     """
 
-    def __init__(self, num_train, num_classes, batch_size, seed=0):
+    def __init__(self, num_train, num_classes, batch_size, seed=0, image_size=32):
         rng = np.random.default_rng(seed)
         self._train_labels = rng.integers(0, num_classes, num_train).astype("int64")
         count = min(POOL_BATCHES, num_train // batch_size) * batch_size
-        self._images = rng.standard_normal((count, 32, 32, 3)).astype("float32")
+        self._images = rng.standard_normal((count, image_size, image_size, 3)).astype("float32")
         self._indices = rng.choice(num_train, count, replace=False).astype("int64")
         self.batch_size = batch_size
 
@@ -310,7 +312,9 @@ def main(argv):
     del argv
     entries, method_kwargs = check_flags()
     keras.utils.set_random_seed(FLAGS.seed)
-    data = SyntheticData(FLAGS.num_train, FLAGS.num_classes, FLAGS.batch_size, FLAGS.seed)
+    data = SyntheticData(
+        FLAGS.num_train, FLAGS.num_classes, FLAGS.batch_size, FLAGS.seed, FLAGS.image_size
+    )
     teacher = models.get(FLAGS.teacher, num_classes=FLAGS.num_classes)
     runs = {}
     for entry, names in entries:
