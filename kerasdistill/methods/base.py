@@ -49,7 +49,7 @@ class DistillationMethod(keras.layers.Layer):
     """
 
     # True for methods that need each sample's dataset index (`sample_indices`)
-    # and the training labels (constructor argument `train_labels`), like CRD.
+    # (`call`'s `sample_indices`) and the training labels (`TrainingData`), like CRD.
     uses_sample_indices = False
 
     def __init__(self, teacher_taps, student_taps, **kwargs):
