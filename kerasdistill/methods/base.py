@@ -48,8 +48,8 @@ class DistillationMethod(keras.layers.Layer):
             float32 whatever the global policy).
     """
 
-    # True for methods that need each sample's dataset index (`sample_indices`)
-    # (`call`'s `sample_indices`) and the training labels (`TrainingData`), like CRD.
+    # True for methods that need each sample's dataset index (`call`'s `sample_indices`)
+    # and the training labels (through `TrainingData`), like CRD.
     uses_sample_indices = False
 
     def __init__(self, teacher_taps, student_taps, **kwargs):
