@@ -1,19 +1,26 @@
-"""Runs a table of student runs at one budget against one teacher, and reports it.
+"""Runs a table of student runs at one budget and several seeds, and reports it.
 
     python experiments/ablation.py \
         --teacher=resnet20 --student=resnet8 \
-        --teacher_weights=runs/c10_resnet20_teacher/model.keras \
-        --dataset=../shared/data/cifar10-jpeg.tar.gz --epochs=4 --steps_per_epoch=160 \
-        --output_dir=runs/ablation --report=runs/ablation/table.md
+        --teacher_weights=data/cifar10_resnet20_teacher.keras \
+        --dataset=../shared/data/cifar10-jpeg.tar.gz --epochs=1 --steps_per_epoch=0 \
+        --seeds=0,1,2 --output_dir=runs/ablation --report=runs/ablation/table.md
 
-Every row is one `experiments/cifar100.py` process with the same budget (epochs,
-steps, batch, seed) and its own flags; rows run `--parallel` at a time. A row
-whose `metrics.json` exists is not run again, so an interrupted table resumes.
+Every (row, seed) is one `experiments/cifar100.py` process with the same budget
+(epochs, steps, batch) and the row's own flags; `--parallel` of them run at a
+time, each on its share of the CPU threads, seed-major (every row's first seed
+before any row's second). A run whose `metrics.json` exists is not run again, so
+an interrupted table resumes. The report gives each row's mean and sample
+standard deviation of test top-1 over the seeds that finished, and marks rows
+whose mean differs from the `--baseline` row's by more than twice the larger
+of the two standard deviations.
 """
 
 import concurrent.futures
 import json
+import os
 import pathlib
+import statistics
 import subprocess
 import sys
 
@@ -22,91 +29,115 @@ from absl import app, flags
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 KD = {"weight": 0.9, "temperature": 4.0}
-# The reading the MSDCRD rows vary one option of (the defaults before this ablation).
-BASE = {"projection": "linear", "temperature": 0.1}
-# name -> (what the row tests, flags of the row). MSDCRD rows are CE 1.0 + MSDCRD
-# unless they say "+ KD"; their "msdcrd" entry is merged over BASE, except in the
-# "defaults" rows, which use the library's current defaults.
+EVERY_STAGE = {"taps": ["feat_1", "feat_2", "feat_3"], "tap_weights": [1 / 3] * 3, "scales": "auto"}
+# name -> (what the row tests, flags of the row). Rows with "msdcrd" options run
+# CE 1.0 + MSDCRD with those options over the library's defaults. Rows with a
+# "student" entry replace --student (the heterogeneous pair).
 ROWS = {
     "student": ("student trained alone (CE)", {"mode": "student"}),
     "kd": ("KD (CE 0.1 + KD 0.9, T 4)", {"method": "kd", "ce_weight": 0.1, "kwargs": {"kd": KD}}),
-    "fitnet": ("FitNet (hint feat_2, weight 100)", {"method": "fitnet"}),
-    "at": ("AT (feat_1..3, weight 1000)", {"method": "at"}),
     "crd": (
         "CRD (weight 0.8, 4096 negatives)",
         {"method": "crd", "kwargs": {"crd": {"num_negatives": 4096}}},
     ),
     "dkd": (
         "DKD (alpha 1, beta 8, T 4, warm-up 1/12 of training)",
-        {"method": "dkd", "kwargs": {"dkd": {"warmup_epochs": 0.33}}},
+        {"method": "dkd", "kwargs": {"dkd": {"warmup_epochs": 1 / 12}}},
     ),
-    "msdcrd": ("MSDCRD base: grids 1,2,4, linear heads, tau 0.1", {"method": "msdcrd", "msdcrd": {}}),
-    "msdcrd_kd": (
-        "MSDCRD base + KD (CE 1, KD 1)",
-        {"method": "kd,msdcrd", "kwargs": {"kd": {"weight": 1.0, "temperature": 4.0}},
-         "msdcrd": {}},
+    "msdcrd": ("MSDCRD, library defaults", {"method": "msdcrd", "msdcrd": {}}),
+    "sc_exclude": (
+        "MSDCRD, same-class samples removed from the sample-wise negatives",
+        {"method": "msdcrd", "msdcrd": {"same_class_pairs": "exclude"}},
     ),
-    "defaults": ("MSDCRD library defaults (tau 0.07, no heads here)", {"method": "msdcrd"}),
-    "defaults_kd": (
-        "MSDCRD library defaults + KD (CE 1, KD 1)",
-        {"method": "kd,msdcrd", "kwargs": {"kd": {"weight": 1.0, "temperature": 4.0}}},
+    "sc_positives": (
+        "MSDCRD, same-class samples as extra positives (SupCon-style)",
+        {"method": "msdcrd", "msdcrd": {"same_class_pairs": "positives"}},
     ),
-    "scales_1": ("MSDCRD scales {1} (global only)", {"method": "msdcrd", "msdcrd": {"scales": [1]}}),
-    "scales_12": ("MSDCRD scales {1,2}", {"method": "msdcrd", "msdcrd": {"scales": [1, 2]}}),
-    "overlapping": (
-        "MSDCRD overlapping windows (8/8, 4/2, 2/1)",
-        {"method": "msdcrd",
-         "msdcrd": {"pooling": "overlapping", "scales": [[8, 8], [4, 2], [2, 1]]}},
+    "rc_consistent": (
+        "MSDCRD, sample-wise term on teacher-consistent regions only (label reference)",
+        {"method": "msdcrd", "msdcrd": {"region_categorization": "consistent_only"}},
     ),
-    "no_fw": ("MSDCRD without the feature-wise term", {"method": "msdcrd", "msdcrd": {"lambda_fw": 0.0}}),
-    "no_sw": ("MSDCRD without the sample-wise term", {"method": "msdcrd", "msdcrd": {"lambda_sw": 0.0}}),
-    "tau_007": ("MSDCRD tau 0.07", {"method": "msdcrd", "msdcrd": {"temperature": 0.07}}),
-    "tau_02": ("MSDCRD tau 0.2", {"method": "msdcrd", "msdcrd": {"temperature": 0.2}}),
-    "tau_05": ("MSDCRD tau 0.5", {"method": "msdcrd", "msdcrd": {"temperature": 0.5}}),
-    "param_free": (
-        "MSDCRD parameter-free (L2 only, no heads)",
-        {"method": "msdcrd", "msdcrd": {"projection": "none"}},
+    "rc_downweight": (
+        "MSDCRD, complementary regions weighted 0.5 (label reference)",
+        {"method": "msdcrd", "msdcrd": {"region_categorization": "downweight"}},
     ),
-    "same_class": (
-        "MSDCRD, same-class sample-wise negatives dropped",
-        {"method": "msdcrd", "msdcrd": {"exclude_same_class_negatives": True}},
+    "every_stage": (
+        "MSDCRD on feat_1..feat_3, grids fitted per map, weights 1/3",
+        {"method": "msdcrd", "msdcrd": EVERY_STAGE},
     ),
-    "symmetric": ("MSDCRD symmetric (teacher-anchored terms too)", {"method": "msdcrd", "msdcrd": {"symmetric": True}}),
+    "fneg_same_scale": (
+        "MSDCRD, feature-wise negatives from the anchor's scale only",
+        {"method": "msdcrd", "msdcrd": {"feature_negatives": "same_scale"}},
+    ),
+    "fneg_non_overlapping": (
+        "MSDCRD, feature-wise negatives that do not overlap the anchor",
+        {"method": "msdcrd", "msdcrd": {"feature_negatives": "non_overlapping"}},
+    ),
 }
+# The heterogeneous pair: the CNN teacher's 8x8x64 last map against a resnet20-sized
+# ViT's 8x8x96 token map, trained with the transformer recipe (AdamW, warm-up + cosine,
+# label smoothing 0.1) scaled to the one-pass budget.
+VIT = {
+    "student": "vit_mini_p4",
+    "flags": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "lr_schedule": "cosine",
+              "warmup_epochs": 0.1, "label_smoothing": 0.1},
+}
+ROWS.update({
+    "vit_student": ("ViT student trained alone (CE)", {**VIT, "mode": "student"}),
+    "vit_linear": (
+        "ViT student, MSDCRD with linear heads (128-d)",
+        {**VIT, "method": "msdcrd", "msdcrd": {"projection": "linear"}},
+    ),
+    "vit_channel_pool": (
+        "ViT student, MSDCRD with the ViT's 96 channels averaged to the CNN's 64",
+        {**VIT, "method": "msdcrd", "msdcrd": {"projection": "channel_pool"}},
+    ),
+    "vit_classifier": (
+        "ViT student, MSDCRD in each model's own classifier (logit) space",
+        {**VIT, "method": "msdcrd", "msdcrd": {"projection": "classifier"}},
+    ),
+})
 
 flags.DEFINE_string("teacher", "resnet20", "Teacher model name.")
-flags.DEFINE_string("student", "resnet8", "Student model name.")
+flags.DEFINE_string("student", "resnet8", "Student model name (rows may name their own).")
 flags.DEFINE_string("teacher_weights", "", "Trained teacher (.keras, .weights.h5, .pth).")
 flags.DEFINE_string("dataset", str(REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"),
                     "Dataset name or folder/archive.")
-flags.DEFINE_integer("epochs", 4, "Epochs of every row.")
-flags.DEFINE_integer("steps_per_epoch", 160, "Steps per epoch of every row.")
-flags.DEFINE_integer("batch_size", 64, "Batch size of every row.")
-flags.DEFINE_integer("seed", 0, "Seed of every row.")
+flags.DEFINE_integer("epochs", 1, "Epochs of every run.")
+flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch of every run (0: one full pass).")
+flags.DEFINE_integer("batch_size", 64, "Batch size of every run.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every row runs once per seed.")
 flags.DEFINE_list("rows", list(ROWS), f"Rows to run, from: {', '.join(ROWS)}.")
-flags.DEFINE_integer("parallel", 2, "Rows run at the same time.")
-flags.DEFINE_string("output_dir", "runs/ablation", "One sub-directory per row.")
+flags.DEFINE_string("baseline", "kd", "Row the others are compared with in the report.")
+flags.DEFINE_integer("parallel", 2, "Runs at the same time, each on cores/parallel threads.")
+flags.DEFINE_string("output_dir", "runs/ablation", "One sub-directory per row, one per seed in it.")
 flags.DEFINE_string("report", "", "Markdown file for the table (default: <output_dir>/table.md).")
 FLAGS = flags.FLAGS
 
 
-def row_command(name):
-    """The `experiments/cifar100.py` command line of row `name`."""
+def run_dir(name, seed):
+    """Where run (`name`, `seed`) writes its outputs."""
+    return pathlib.Path(FLAGS.output_dir) / name / f"seed_{seed}"
+
+
+def row_command(name, seed):
+    """The `experiments/cifar100.py` command line of row `name` at `seed`."""
     _, spec = ROWS[name]
     kwargs = {**spec.get("kwargs", {})}
     if "msdcrd" in spec:
-        kwargs["msdcrd"] = {**BASE, **spec["msdcrd"]}
+        kwargs["msdcrd"] = spec["msdcrd"]
     args = {
         "mode": spec.get("mode", "distill"),
         "teacher": FLAGS.teacher,
-        "student": FLAGS.student,
+        "student": spec.get("student", FLAGS.student),
         "dataset": FLAGS.dataset,
         "epochs": FLAGS.epochs,
         "steps_per_epoch": FLAGS.steps_per_epoch,
         "batch_size": FLAGS.batch_size,
-        "seed": FLAGS.seed,
-        "output_dir": str(pathlib.Path(FLAGS.output_dir) / name),
+        "seed": seed,
+        "output_dir": str(run_dir(name, seed)),
         "verbose": 2,
+        **spec.get("flags", {}),
     }
     if args["mode"] == "distill":
         args.update(
@@ -120,34 +151,61 @@ def row_command(name):
     ]
 
 
-def run_row(name):
-    """Runs row `name` unless its metrics exist; returns its metrics dict."""
-    out = pathlib.Path(FLAGS.output_dir) / name
+def run(name, seed, threads):
+    """Runs (`name`, `seed`) unless its metrics exist; returns its metrics dict."""
+    out = run_dir(name, seed)
     metrics_path = out / "metrics.json"
     if not metrics_path.exists():
         out.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads),
+               "TF_NUM_INTEROP_THREADS": str(threads)}
         with open(out / "log.txt", "a") as log:
-            subprocess.run(row_command(name), stdout=log, stderr=subprocess.STDOUT, check=True)
+            subprocess.run(row_command(name, seed), stdout=log, stderr=subprocess.STDOUT,
+                           env=env, check=True)
     return json.loads(metrics_path.read_text())
 
 
+def summarize(accuracies):
+    """(mean, sample std or 0 for one value, count) of a list of accuracies in %."""
+    mean = statistics.fmean(accuracies)
+    std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+    return mean, std, len(accuracies)
+
+
+def verdict(row, base):
+    """'+' / '-' when `row` differs from `base` beyond twice the larger std, else ''."""
+    (mean, std, n), (base_mean, base_std, base_n) = row, base
+    if n < 2 or base_n < 2:
+        return "n/a"
+    margin = 2 * max(std, base_std)
+    if mean - base_mean > margin:
+        return "better"
+    if base_mean - mean > margin:
+        return "worse"
+    return "within noise"
+
+
 def report(results):
-    """A markdown table of the rows' test accuracies and throughputs."""
+    """A markdown table: mean +- std of test top-1 per row, and the comparison."""
+    stats = {
+        name: summarize([100 * m["test_accuracy"] for m in runs.values()])
+        for name, runs in results.items() if runs
+    }
+    base = stats.get(FLAGS.baseline)
     lines = [
-        f"{FLAGS.teacher} -> {FLAGS.student} on {pathlib.Path(FLAGS.dataset).name}, "
-        f"{FLAGS.epochs} epochs x {FLAGS.steps_per_epoch} steps x batch {FLAGS.batch_size}, "
-        f"seed {FLAGS.seed}.",
+        f"Teacher {FLAGS.teacher}; student {FLAGS.student} unless the row names one; "
+        f"dataset {pathlib.Path(FLAGS.dataset).name}; {FLAGS.epochs} epoch(s) x "
+        f"{FLAGS.steps_per_epoch or 'all'} steps x batch {FLAGS.batch_size}; "
+        f"seeds {', '.join(FLAGS.seeds)}.",
         "",
-        "| row | what | test top-1 (%) | train images/s |",
-        "|---|---|---:|---:|",
+        f"| row | what | test top-1 (%) mean ± std | seeds | vs {FLAGS.baseline} (2 std) |",
+        "|---|---|---:|---:|---|",
     ]
-    for name, metrics in results.items():
-        lines.append(
-            f"| {name} | {ROWS[name][0]} | {100 * metrics['test_accuracy']:.2f} | "
-            f"{metrics['train_images_per_second']:.0f} |"
-        )
-    teacher = next((m["teacher_test_accuracy"] for m in results.values()
-                    if "teacher_test_accuracy" in m), None)
+    for name, (mean, std, n) in stats.items():
+        against = verdict((mean, std, n), base) if base and name != FLAGS.baseline else ""
+        lines.append(f"| {name} | {ROWS[name][0]} | {mean:.2f} ± {std:.2f} | {n} | {against} |")
+    teacher = next((m["teacher_test_accuracy"] for runs in results.values()
+                    for m in runs.values() if "teacher_test_accuracy" in m), None)
     if teacher is not None:
         lines.append(f"\nTeacher {FLAGS.teacher}: {100 * teacher:.2f}% test top-1.")
     return "\n".join(lines) + "\n"
@@ -160,14 +218,19 @@ def main(argv):
         raise app.UsageError(f"Unknown rows {unknown}; choose from {', '.join(ROWS)}.")
     if not FLAGS.teacher_weights or not pathlib.Path(FLAGS.teacher_weights).exists():
         raise app.UsageError(f"--teacher_weights {FLAGS.teacher_weights!r} does not exist.")
+    seeds = [int(seed) for seed in FLAGS.seeds]
+    threads = max(1, (os.cpu_count() or 1) // FLAGS.parallel)
+    results = {name: {} for name in FLAGS.rows}
     with concurrent.futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
-        futures = {name: pool.submit(run_row, name) for name in FLAGS.rows}
-        results = {}
-        for name, future in futures.items():
+        futures = {
+            (name, seed): pool.submit(run, name, seed, threads)
+            for seed in seeds for name in FLAGS.rows
+        }
+        for (name, seed), future in futures.items():
             try:
-                results[name] = future.result()
+                results[name][seed] = future.result()
             except subprocess.CalledProcessError as error:
-                print(f"row {name} failed ({error}); see its log.txt", file=sys.stderr)
+                print(f"run {name} seed {seed} failed ({error}); see its log.txt", file=sys.stderr)
     table = report(results)
     path = pathlib.Path(FLAGS.report or pathlib.Path(FLAGS.output_dir) / "table.md")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,12 @@ MIXED_PRECISION = ("none", "float16", "bfloat16")
 # + flip for training, resize 256 + center crop 224 for evaluation, top-5 reported.
 INPUT_PIPELINES = ("cifar", "imagenet")
 # Step decays scaled to --epochs: cifar divides the LR by 10 at 150, 180, 210 of 240 epochs;
-# imagenet at 30, 60, 90 of 100.
-LR_SCHEDULES = ("cifar", "imagenet")
+# imagenet at 30, 60, 90 of 100. cosine: linear warm-up over --warmup_epochs, then cosine
+# decay to 0 (the transformer recipe).
+LR_SCHEDULES = ("cifar", "imagenet", "cosine")
+# sgd: PyTorch-style SGD with momentum and coupled L2 decay (the CNN reference recipe);
+# adamw: AdamW with decoupled decay (the ViT / MLP-Mixer recipe).
+OPTIMIZERS = ("sgd", "adamw")
 JIT_COMPILE = ("auto", "true", "false")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8")
 # Methods that contrast each sample with the other samples of its batch.
@@ -58,8 +62,11 @@ class RunConfig:
     batch_size: int = 64
     lr: float = 0.05
     lr_schedule: str = "cifar"
+    warmup_epochs: float = 0.0
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
     seed: int = 0
     deterministic: bool = False
     checkpoint_every_steps: int = 500
@@ -128,6 +135,7 @@ def check_values(config):
     _choice("mixed_precision", config.mixed_precision, MIXED_PRECISION)
     _choice("input_pipeline", config.input_pipeline, INPUT_PIPELINES)
     _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("jit_compile", str(config.jit_compile).lower(), JIT_COMPILE)
     for fmt in config.export_formats():
         _choice("export", fmt, EXPORT_FORMATS)
@@ -140,6 +148,13 @@ def check_values(config):
     _number("lr", config.lr, 0, low_inclusive=False)
     _number("momentum", config.momentum, 0, 1)
     _number("weight_decay", config.weight_decay, 0, 1)
+    _number("label_smoothing", config.label_smoothing, 0, 1)
+    _number("warmup_epochs", config.warmup_epochs, 0, config.epochs)
+    if config.warmup_epochs and config.lr_schedule != "cosine":
+        raise UsageError(
+            f"--warmup_epochs={config.warmup_epochs!r} needs --lr_schedule=cosine "
+            f"(got --lr_schedule={config.lr_schedule!r})."
+        )
     _number("ce_weight", config.ce_weight, 0)
     if config.mode != "distill":
         return
@@ -293,9 +308,16 @@ def define_flags(flags_module, defaults=None):
     f.DEFINE_float("lr", defaults["lr"], "Initial learning rate.")
     f.DEFINE_enum("lr_schedule", defaults["lr_schedule"], LR_SCHEDULES,
                   "LR / 10 at 150, 180, 210 of 240 epochs (cifar) or 30, 60, 90 of 100 "
-                  "(imagenet), scaled to --epochs.")
+                  "(imagenet), scaled to --epochs; or cosine (after --warmup_epochs).")
+    f.DEFINE_float("warmup_epochs", defaults["warmup_epochs"],
+                   "Linear LR warm-up epochs (with --lr_schedule=cosine).")
+    f.DEFINE_enum("optimizer", defaults["optimizer"], OPTIMIZERS,
+                  "sgd (momentum, coupled L2 decay) | adamw (decoupled decay).")
     f.DEFINE_float("momentum", defaults["momentum"], "SGD momentum.")
-    f.DEFINE_float("weight_decay", defaults["weight_decay"], "Coupled L2 weight decay.")
+    f.DEFINE_float("weight_decay", defaults["weight_decay"],
+                   "Weight decay: coupled L2 with sgd, decoupled with adamw.")
+    f.DEFINE_float("label_smoothing", defaults["label_smoothing"],
+                   "Label smoothing of the training cross-entropy, in [0, 1).")
     f.DEFINE_integer("seed", defaults["seed"], "Random seed.")
     f.DEFINE_bool("deterministic", defaults["deterministic"],
                   "Deterministic TensorFlow ops: two runs give identical weights (slower).")

@@ -46,6 +46,8 @@ class Distiller(keras.Model):
         teacher_taps: Optional dict `{tap: layer_name}` renaming taps of the
             teacher (for models outside the zoo).
         student_taps: Same for the student.
+        label_smoothing: Label smoothing `e` in `[0, 1)` of the training
+            cross-entropy (evaluation scores plain cross-entropy).
         **kwargs: Passed to `keras.Model` (`name`).
     """
 
@@ -57,9 +59,12 @@ class Distiller(keras.Model):
         ce_weight=1.0,
         teacher_taps=None,
         student_taps=None,
+        label_smoothing=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
         if methods is None:
             methods = []
         elif isinstance(methods, DistillationMethod):
@@ -73,6 +78,7 @@ class Distiller(keras.Model):
         self.student = student
         self.methods = list(methods)
         self.ce_weight = float(ce_weight)
+        self.label_smoothing = float(label_smoothing)
         self.teacher_tap_renames = dict(teacher_taps or {})
         self.student_tap_renames = dict(student_taps or {})
         self.teacher.trainable = False
@@ -86,6 +92,7 @@ class Distiller(keras.Model):
         teacher_shapes = {k: v.shape for k, v in self._teacher_taps.output.items()}
         student_shapes = {k: v.shape for k, v in self._student_taps.output.items()}
         for method in self.methods:
+            method.bind_models(teacher, student)
             method.build_from_taps(
                 {t: teacher_shapes[t] for t in method.teacher_taps},
                 {t: student_shapes[t] for t in method.student_taps},
@@ -129,7 +136,8 @@ class Distiller(keras.Model):
         (a mean over its shard, or a value the method computed from features
         gathered over all replicas).
         """
-        terms = {"loss_ce": self.ce_weight * sparse_cross_entropy(y, student_outputs[LOGITS])}
+        ce = sparse_cross_entropy(y, student_outputs[LOGITS], self.label_smoothing)
+        terms = {"loss_ce": self.ce_weight * ce}
         if not self.methods:
             return terms
         images, sample_indices = _split_inputs(x)
@@ -238,6 +246,7 @@ class Distiller(keras.Model):
             "student": keras.saving.serialize_keras_object(self.student),
             "methods": [keras.saving.serialize_keras_object(m) for m in self.methods],
             "ce_weight": self.ce_weight,
+            "label_smoothing": self.label_smoothing,
             "teacher_taps": self.teacher_tap_renames,
             "student_taps": self.student_tap_renames,
         }

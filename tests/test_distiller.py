@@ -65,6 +65,27 @@ def test_total_loss_is_weighted_ce_plus_method_terms():
     np.testing.assert_allclose(float(total), float(expected), rtol=1e-5)
 
 
+def test_label_smoothing_matches_keras_categorical_cross_entropy():
+    teacher, student = _tiny_pair()
+    distiller = kerasdistill.Distiller(
+        teacher, student, methods.KD(temperature=4.0, weight=0.9), label_smoothing=0.1
+    )
+    x, y = _batch()
+    y_pred = distiller(x, training=False)
+    total = distiller.compute_loss(x, y, y_pred, training=True)
+    s_logits = y_pred["logits"]
+    num_classes = s_logits.shape[-1]
+    smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(
+        keras.ops.one_hot(y, num_classes), s_logits
+    )
+    kd = 0.9 * kl_divergence_with_temperature(s_logits, teacher(x, training=False), 4.0)
+    np.testing.assert_allclose(float(total), float(smoothed + kd), rtol=1e-5)
+    assert float(smoothed) != pytest.approx(float(sparse_cross_entropy(y, s_logits)), rel=1e-3)
+    assert distiller.get_config()["label_smoothing"] == 0.1
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1.5"):
+        kerasdistill.Distiller(teacher, student, label_smoothing=1.5)
+
+
 def test_fit_reports_one_metric_per_term_and_accuracy():
     teacher, student = _tiny_pair()
     distiller = kerasdistill.Distiller(teacher, student, methods.KD())

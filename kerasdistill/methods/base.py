@@ -83,6 +83,18 @@ class DistillationMethod(keras.layers.Layer):
         """
         raise NotImplementedError
 
+    def bind_models(self, teacher, student):
+        """Lets the method find what it uses of the two models (their classifiers).
+
+        Called once by the Distiller at construction, before `build_from_taps`.
+        The default does nothing.
+
+        Args:
+            teacher: The frozen teacher `keras.Model`.
+            student: The student `keras.Model`.
+        """
+        del teacher, student
+
     def build_from_taps(self, teacher_shapes, student_shapes):
         """Creates the method's weights from the static shapes of its taps.
 

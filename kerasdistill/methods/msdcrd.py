@@ -12,8 +12,9 @@ from keras import ops
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
-from kerasdistill.models.taps import FEAT_LAST, LOGITS
+from kerasdistill.models.taps import FEAT_LAST, LOGITS, classifier_layer
 from kerasdistill.ops import distributed
+from kerasdistill.ops.alignment import pool_channels
 from kerasdistill.ops.categorization import (
     anchor_weighted_mean,
     consistent_pair_mask,
@@ -39,7 +40,7 @@ from kerasdistill.ops.multiscale import (
 )
 
 AUTO_SCALES = "auto"
-PROJECTIONS = ("auto", "linear", "none", "classifier")
+PROJECTIONS = ("auto", "linear", "none", "classifier", "channel_pool")
 SAME_CLASS_PAIRS = ("negatives", "exclude", "positives")
 REGION_CATEGORIZATIONS = ("none", "consistent_only", "downweight")
 REGION_REFERENCES = ("label", "teacher")
@@ -129,9 +130,11 @@ class MSDCRD(DistillationMethod):
             `"linear"` (a
             trainable Dense head per side and tap, trained with the student,
             not part of the exported student), `"none"` (identity; teacher and
-            student channel counts must match), or `"classifier"` (each model's
-            own classifier, passed as `teacher_classifier` and
-            `student_classifier`, maps local features to class space).
+            student channel counts must match), `"classifier"` (each model's
+            own frozen-for-the-teacher classifier maps local features to class
+            space; only for the map that feeds the classifier) or
+            `"channel_pool"` (the wider side's channels averaged in contiguous
+            groups down to the narrower width; parameter-free).
         projection_dim: Output size of the `"linear"` heads.
         temperature: InfoNCE temperature `tau > 0` (0.07: best of 0.07, 0.1,
             0.2, 0.5 in `docs/results.md`).
@@ -163,9 +166,10 @@ class MSDCRD(DistillationMethod):
         lambda_sw: Relative weight of the sample-wise term (0 drops it).
         lambda_fw: Relative weight of the feature-wise term (0 drops it).
         teacher_classifier: The teacher's final Dense layer, with
-            `projection="classifier"` or a `region_categorization`.
+            `projection="classifier"` or a `region_categorization`; found in
+            the teacher by the Distiller when not given.
         student_classifier: The student's final Dense layer, with
-            `projection="classifier"` only.
+            `projection="classifier"` only; found likewise when not given.
         exclude_same_class_negatives: Older spelling of
             `same_class_pairs="exclude"` (`True`), kept for compatibility.
         **kwargs: Passed to `DistillationMethod`'s Layer base (`name`).
@@ -224,11 +228,6 @@ class MSDCRD(DistillationMethod):
         if min(beta, lambda_sw, lambda_fw, *tap_weights) < 0:
             raise ValueError("MSDCRD beta, lambda_sw, lambda_fw and tap_weights must be >= 0.")
         has_classifiers = (teacher_classifier is not None, student_classifier is not None)
-        if projection == "classifier" and not all(has_classifiers):
-            raise ValueError(
-                "projection='classifier' needs teacher_classifier and student_classifier "
-                "(each model's final Dense layer, e.g. model.get_layer('fc'))."
-            )
         if projection != "classifier" and has_classifiers[1]:
             raise ValueError("student_classifier needs projection='classifier'.")
         if projection != "classifier" and region_categorization == "none" and has_classifiers[0]:
@@ -254,6 +253,8 @@ class MSDCRD(DistillationMethod):
         self.lambda_fw = float(lambda_fw)
         self.teacher_classifier = teacher_classifier
         self.student_classifier = student_classifier
+        # Layers given by the caller cannot be serialized; found ones are found again.
+        self._given_classifiers = any(has_classifiers)
         self._taps_built = False
 
     @classmethod
@@ -288,6 +289,14 @@ class MSDCRD(DistillationMethod):
     def loss_terms(self):
         return ("loss_msd_sw", "loss_msd_fw")
 
+    def bind_models(self, teacher, student):
+        """Finds the models' classifiers where the options use them and none was given."""
+        needs_teacher = self.projection == "classifier" or self.region_categorization != "none"
+        if needs_teacher and self.teacher_classifier is None:
+            self.teacher_classifier = classifier_layer(teacher)
+        if self.projection == "classifier" and self.student_classifier is None:
+            self.student_classifier = classifier_layer(student)
+
     def build_from_taps(self, teacher_shapes, student_shapes):
         """Checks that both sides give matching regions and creates the heads."""
         self._tap_scales = []
@@ -295,6 +304,7 @@ class MSDCRD(DistillationMethod):
         self._overlaps = []
         self._tap_projections = []
         self._head_index = {}
+        self._pooled_width = {}
         teacher_heads, student_heads = [], []
         for index, tap in enumerate(self.taps):
             t_shape, s_shape = tuple(teacher_shapes[tap]), tuple(student_shapes[tap])
@@ -310,6 +320,8 @@ class MSDCRD(DistillationMethod):
                 projection = "none" if t_shape[-1] == s_shape[-1] else "linear"
             self._tap_projections.append(projection)
             self._check_channels(tap, projection, t_shape[-1], s_shape[-1])
+            if projection == "channel_pool":
+                self._pooled_width[index] = min(t_shape[-1], s_shape[-1])
             if projection == "linear":
                 self._head_index[index] = len(teacher_heads)
                 teacher_heads.append(self._make_head(f"{tap}_teacher_head", t_shape[-1]))
@@ -328,7 +340,8 @@ class MSDCRD(DistillationMethod):
             raise ValueError(
                 f"region_categorization={self.region_categorization!r} needs "
                 "teacher_classifier, the teacher's final Dense layer (e.g. "
-                "teacher.get_layer('fc')), to classify each region."
+                "teacher.get_layer('fc')), to classify each region; the Distiller "
+                "finds it when MSDCRD is given to one."
             )
         width = _classifier_input_dim(self.teacher_classifier)
         widths = {tap: teacher_shapes[tap][-1] for tap in self.taps}
@@ -354,9 +367,15 @@ class MSDCRD(DistillationMethod):
             raise ValueError(
                 f"projection='none' needs equal channel counts, but tap {tap!r} has "
                 f"{teacher_channels} teacher and {student_channels} student channels; "
-                "use projection='linear'."
+                "use projection='linear', 'channel_pool' or 'classifier'."
             )
         if projection == "classifier":
+            if self.teacher_classifier is None or self.student_classifier is None:
+                raise ValueError(
+                    "projection='classifier' needs teacher_classifier and student_classifier "
+                    "(each model's final Dense layer, e.g. model.get_layer('fc')); the "
+                    "Distiller finds them when MSDCRD is given to one."
+                )
             for side, channels, layer in (
                 ("teacher", teacher_channels, self.teacher_classifier),
                 ("student", student_channels, self.student_classifier),
@@ -378,6 +397,8 @@ class MSDCRD(DistillationMethod):
         elif projection == "classifier":
             layer = self.teacher_classifier if side == "teacher" else self.student_classifier
             local = layer(local)
+        elif projection == "channel_pool":
+            local = pool_channels(local, self._pooled_width[index])
         return l2_normalize(local)
 
     def _consistent_regions(self, index, teacher_local, teacher_outputs, labels):
@@ -485,7 +506,7 @@ class MSDCRD(DistillationMethod):
         }
 
     def get_config(self):
-        if self.teacher_classifier is not None or self.student_classifier is not None:
+        if self._given_classifiers:
             raise ValueError(
                 "MSDCRD holding the models' own classifier layers (projection='classifier' "
                 "or a region_categorization) cannot be serialized by config; save the "

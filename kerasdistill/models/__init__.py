@@ -16,7 +16,7 @@ from kerasdistill.models import (  # noqa: F401
 )
 from kerasdistill.models.inference import fold_batchnorm
 from kerasdistill.models.registry import available, get, register
-from kerasdistill.models.taps import LOGITS, resolve_taps, tap_model
+from kerasdistill.models.taps import LOGITS, classifier_layer, resolve_taps, tap_model
 from kerasdistill.models.torch_convert import (
     from_torch_checkpoint,
     load_torch_state_dict,
@@ -29,6 +29,7 @@ __all__ = [
     "get",
     "register",
     "LOGITS",
+    "classifier_layer",
     "fold_batchnorm",
     "resolve_taps",
     "tap_model",

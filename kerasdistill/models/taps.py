@@ -71,6 +71,28 @@ def resolve_taps(model, taps):
     return resolved
 
 
+def classifier_layer(model):
+    """The Dense layer that produces `model`'s logits (its final classifier).
+
+    Args:
+        model: A functional `keras.Model` whose output is a Dense layer's.
+
+    Returns:
+        That `keras.layers.Dense` layer (shared, not a copy).
+
+    Raises:
+        ValueError: If the model's output does not come from a Dense layer.
+    """
+    output = model.outputs[0]
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.layers.Dense) and layer.output is output:
+            return layer
+    raise ValueError(
+        f"Model {model.name!r} does not end in a Dense classifier layer; pass the "
+        "classifier layer explicitly (e.g. teacher_classifier=model.get_layer('fc'))."
+    )
+
+
 def tap_model(model, taps):
     """Builds a model returning a dict of tapped tensors in one forward pass.
 

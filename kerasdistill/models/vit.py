@@ -125,3 +125,25 @@ def vit_tiny_p4(num_classes=100, input_shape=(32, 32, 3), drop_path_rate=0.1):
         input_shape=input_shape,
         name="vit_tiny_p4",
     )
+
+
+@register("vit_mini_p4")
+def vit_mini_p4(num_classes=100, input_shape=(32, 32, 3), drop_path_rate=0.0):
+    """A resnet20-sized ViT for 32x32: patch 4 (8x8 tokens), width 96, 4 blocks of 3 heads.
+
+    Four stages of one block (`feat_1`..`feat_4`, 8x8x96), MLP 2x; 319,876
+    parameters with 100 classes (resnet20: 0.28M), so that heterogeneous
+    CNN -> ViT ablations fit a CPU budget.
+    """
+    return vit(
+        patch_size=4,
+        dim=96,
+        depth=4,
+        num_heads=3,
+        mlp_ratio=2,
+        num_stages=4,
+        drop_path_rate=drop_path_rate,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        name="vit_mini_p4",
+    )

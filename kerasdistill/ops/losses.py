@@ -25,17 +25,38 @@ def kl_divergence_with_temperature(student_logits, teacher_logits, temperature):
     return ops.mean(kl) * (temperature**2)
 
 
-def sparse_cross_entropy(labels, logits):
+def sparse_cross_entropy_per_example(labels, logits, label_smoothing=0.0):
+    """Softmax cross-entropy of each example, in float32.
+
+    With `label_smoothing = e` the target is `(1 - e) * one_hot + e / K` over
+    `K` classes, as PyTorch's `CrossEntropyLoss(label_smoothing=e)` and
+    Keras's `CategoricalCrossentropy(label_smoothing=e)`.
+
+    Args:
+        labels: Integer labels, shape `(batch,)`.
+        logits: `(batch, classes)` tensor.
+        label_smoothing: `e` in `[0, 1)`.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+    log_p = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+    picked = ops.take_along_axis(log_p, ops.expand_dims(labels, -1), axis=-1)[:, 0]
+    if not label_smoothing:
+        return -picked
+    return -((1.0 - label_smoothing) * picked + label_smoothing * ops.mean(log_p, axis=-1))
+
+
+def sparse_cross_entropy(labels, logits, label_smoothing=0.0):
     """Mean softmax cross-entropy over the batch, in float32.
 
     Args:
         labels: Integer labels, shape `(batch,)`.
         logits: `(batch, classes)` tensor.
+        label_smoothing: `e` in `[0, 1)`; see `sparse_cross_entropy_per_example`.
 
     Returns:
         A float32 scalar.
     """
-    log_p = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-    labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
-    picked = ops.take_along_axis(log_p, ops.expand_dims(labels, -1), axis=-1)
-    return -ops.mean(picked)
+    return ops.mean(sparse_cross_entropy_per_example(labels, logits, label_smoothing))

@@ -1,7 +1,16 @@
 """Training recipes: optimizer, schedules and export."""
 
 from kerasdistill.training.export import export_saved_model, export_tflite, serving_model
+from kerasdistill.training.losses import SparseCrossEntropy
 from kerasdistill.training.optimizers import TorchSGD
-from kerasdistill.training.schedules import step_decay
+from kerasdistill.training.schedules import cosine_with_warmup, step_decay
 
-__all__ = ["TorchSGD", "export_saved_model", "export_tflite", "serving_model", "step_decay"]
+__all__ = [
+    "SparseCrossEntropy",
+    "TorchSGD",
+    "cosine_with_warmup",
+    "export_saved_model",
+    "export_tflite",
+    "serving_model",
+    "step_decay",
+]

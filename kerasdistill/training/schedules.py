@@ -38,3 +38,28 @@ def step_decay(base_lr, epochs, steps_per_epoch, milestones=REFERENCE_MILESTONES
     boundaries = [max(1, round(m * total_steps / reference_epochs)) - 1 for m in milestones]
     values = [base_lr * gamma**i for i in range(len(milestones) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def cosine_with_warmup(base_lr, total_steps, warmup_steps=0):
+    """Linear warm-up from 0 to `base_lr`, then cosine decay to 0 at `total_steps`.
+
+    The schedule of the ViT / MLP-Mixer CIFAR recipes (DeiT-style), built on
+    `keras.optimizers.schedules.CosineDecay`.
+
+    Args:
+        base_lr: Peak learning rate, reached after the warm-up.
+        total_steps: Optimizer steps of the whole run.
+        warmup_steps: Steps of linear warm-up, `0 <= warmup_steps < total_steps`.
+
+    Returns:
+        A `keras.optimizers.schedules.CosineDecay` over optimizer steps.
+    """
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(
+            f"warmup_steps must be in [0, total_steps={total_steps}), got {warmup_steps}."
+        )
+    if not warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(base_lr, total_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, total_steps - warmup_steps, warmup_target=base_lr, warmup_steps=warmup_steps
+    )

@@ -237,7 +237,6 @@ def test_classifier_projection_uses_the_given_layers():
         ({"temperature": 0.0}, "temperature must be > 0"),
         ({"tap_weights": (1.0, 2.0)}, "2 tap_weights for 1 taps"),
         ({"beta": -1.0}, ">= 0"),
-        ({"projection": "classifier"}, "needs teacher_classifier"),
         ({"feature_negatives": "none"}, "feature_negatives must be one of"),
         ({"same_class_pairs": "ignore"}, "same_class_pairs must be one of"),
         ({"region_categorization": "drop"}, "region_categorization must be one of"),
@@ -252,6 +251,88 @@ def test_classifier_projection_uses_the_given_layers():
 def test_invalid_options_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MSDCRD(**kwargs)
+
+
+def test_classifier_projection_without_classifiers_fails_at_build():
+    with pytest.raises(ValueError, match="needs teacher_classifier and student_classifier"):
+        _built(MSDCRD(projection="classifier"))
+
+
+def test_distiller_finds_the_classifiers_the_options_use():
+    teacher = _tiny_model("teacher", 16, 1)
+    student = _tiny_model("student", 8, 2)
+    by_classifier = MSDCRD(taps=("feat_1",), projection="classifier", scales=(1, 2))
+    categorizing = MSDCRD(
+        taps=("feat_1",), projection="channel_pool", region_categorization="downweight"
+    )
+    Distiller(teacher, student, methods=[by_classifier])
+    assert by_classifier.teacher_classifier is teacher.get_layer("fc")
+    assert by_classifier.student_classifier is student.get_layer("fc")
+    Distiller(teacher, student, methods=[categorizing])
+    assert categorizing.teacher_classifier is teacher.get_layer("fc")
+    assert categorizing.student_classifier is None
+    # Found (not given) classifiers are found again after a config round trip.
+    config = by_classifier.get_config()
+    assert config["projection"] == "classifier"
+    clone = MSDCRD.from_config(config)
+    distiller = Distiller(teacher, student, methods=[clone])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    images = np.random.default_rng(53).normal(size=(6, 8, 8, 3)).astype("float32")
+    logs = distiller.train_on_batch(images, LABELS, return_dict=True)
+    assert np.isfinite(logs["loss_msd_sw"]) and np.isfinite(logs["loss_msd_fw"])
+    # The projected local features are the classifier outputs of each region.
+    t_map = _maps((6, 8, 8, 16), 54)
+    s_map = _maps((6, 4, 4, 8), 55)
+    terms = _terms(clone, t_map, s_map, tap="feat_1")
+
+    def project(local, fc):
+        kernel, bias = (np.asarray(w) for w in fc.weights)
+        logits = local @ kernel + bias
+        return logits / np.linalg.norm(logits, axis=-1, keepdims=True)
+
+    s = project(np.asarray(multiscale_pool(s_map, (1, 2))), student.get_layer("fc"))
+    t = project(np.asarray(multiscale_pool(t_map, (1, 2))), teacher.get_layer("fc"))
+    assert terms["loss_msd_sw"] == pytest.approx(
+        float(np.mean(sample_wise_info_nce(s, t, 0.07))), rel=1e-5
+    )
+
+
+def _numpy_channel_pool(x, width):
+    """Independent reference: output channel i averages channels [iC/w, ceil((i+1)C/w))."""
+    channels = x.shape[-1]
+    out = []
+    for i in range(width):
+        start = int(np.floor(i * channels / width))
+        stop = int(np.ceil((i + 1) * channels / width))
+        out.append(x[..., start:stop].mean(axis=-1))
+    return np.stack(out, axis=-1)
+
+
+@pytest.mark.parametrize("channels, width", [(64, 32), (192, 64), (10, 4), (7, 7)])
+def test_channel_pool_matrix_matches_a_numpy_reference(channels, width):
+    from kerasdistill.ops.alignment import channel_pool_matrix, pool_channels
+
+    x = _maps((3, 5, channels), channels + width)
+    expected = _numpy_channel_pool(x, width)
+    np.testing.assert_allclose(np.asarray(pool_channels(x, width)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(channel_pool_matrix(channels, width).sum(axis=0), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="maps 4 channels to 1..4, got 5"):
+        channel_pool_matrix(4, 5)
+
+
+def test_channel_pool_projection_pools_the_wider_side():
+    method = _built(MSDCRD(projection="channel_pool"))
+    assert method.trainable_weights == []
+    teacher, student = _maps(TEACHER_SHAPE, 56), _maps(STUDENT_SHAPE, 57)
+    terms = _terms(method, teacher, student)
+    s = l2_normalize(multiscale_pool(student, (1, 2, 4)))
+    t = l2_normalize(_numpy_channel_pool(np.asarray(multiscale_pool(teacher, (1, 2, 4))), 32))
+    assert terms["loss_msd_sw"] == pytest.approx(
+        float(np.mean(sample_wise_info_nce(s, t, 0.07))), rel=1e-5
+    )
+    assert terms["loss_msd_fw"] == pytest.approx(
+        float(np.mean(feature_wise_info_nce(s, t, 0.07))), rel=1e-5
+    )
 
 
 def test_shape_errors_are_clear():

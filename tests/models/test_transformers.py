@@ -17,6 +17,7 @@ from tests.conftest import REPO
 # name -> token width (channels of every feature map)
 TOKEN_MODELS = {
     "vit_tiny_p4": 192,
+    "vit_mini_p4": 96,
     "mixer_s_p4": 256,
 }
 
@@ -81,7 +82,11 @@ def test_taps_are_8x8_maps_and_pooled_is_their_mean(name):
 
 @pytest.mark.parametrize(
     "name, formula, stated",
-    [("vit_tiny_p4", _vit_params(), 2_417_572), ("mixer_s_p4", _mixer_params(), 2_282_852)],
+    [
+        ("vit_tiny_p4", _vit_params(), 2_417_572),
+        ("vit_mini_p4", _vit_params(dim=96, depth=4, mlp_hidden=192), 319_876),
+        ("mixer_s_p4", _mixer_params(), 2_282_852),
+    ],
 )
 def test_parameter_counts_match_the_architecture(name, formula, stated):
     model = models.get(name, num_classes=100)

@@ -89,3 +89,22 @@ def test_tap_model_returns_features_and_preact_taps_in_one_pass():
         out["pooled"], np.maximum(out["preact_3"], 0).mean(axis=(1, 2)), atol=1e-5
     )
     np.testing.assert_allclose(out["logits"], model(images, training=False), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, layer", [("resnet8", "fc"), ("MobileNetV2", "classifier.0"), ("vit_tiny_p4", "head")]
+)
+def test_classifier_layer_is_the_dense_layer_giving_the_logits(name, layer):
+    model = models.get(name, num_classes=10)
+    found = models.classifier_layer(model)
+    assert found is model.get_layer(layer)
+    pooled = np.random.default_rng(0).normal(size=(2, found.kernel.shape[0])).astype("float32")
+    kernel, bias = (np.asarray(w) for w in found.weights)
+    np.testing.assert_allclose(np.asarray(found(pooled)), pooled @ kernel + bias, rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_layer_rejects_a_model_not_ending_in_dense():
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Softmax()(keras.layers.Dense(3)(inputs))
+    with pytest.raises(ValueError, match="does not end in a Dense classifier layer"):
+        models.classifier_layer(keras.Model(inputs, outputs, name="softmaxed"))

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasdistill.training import TorchSGD, step_decay
+from kerasdistill.training import SparseCrossEntropy, TorchSGD, cosine_with_warmup, step_decay
 
 
 def _torch_sgd_reference(w, grads, lrs, momentum, weight_decay, nesterov=False):
@@ -58,3 +58,31 @@ def test_step_decay_milestones_scale_with_epochs():
     assert tiny.boundaries == [187, 224, 261]
     with pytest.raises(ValueError, match="positive"):
         step_decay(0.05, epochs=0, steps_per_epoch=10)
+
+
+def test_cosine_with_warmup_rises_linearly_then_follows_the_cosine():
+    schedule = cosine_with_warmup(5e-4, total_steps=100, warmup_steps=10)
+    lrs = np.array([float(schedule(step)) for step in range(101)])
+    np.testing.assert_allclose(lrs[:11], 5e-4 * np.arange(11) / 10, rtol=1e-5, atol=1e-12)
+    cosine = 0.5 * 5e-4 * (1 + np.cos(np.pi * np.arange(91) / 90))
+    np.testing.assert_allclose(lrs[10:], cosine, rtol=1e-4, atol=1e-10)
+    plain = cosine_with_warmup(0.1, total_steps=50)
+    assert float(plain(0)) == pytest.approx(0.1) and float(plain(50)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match=r"warmup_steps must be in \[0, total_steps=10\), got 10"):
+        cosine_with_warmup(0.1, total_steps=10, warmup_steps=10)
+
+
+def test_sparse_cross_entropy_loss_smooths_and_round_trips():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(6, 5)).astype("float32")
+    labels = rng.integers(0, 5, size=6)
+    loss = SparseCrossEntropy(label_smoothing=0.2)
+    reference = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2)
+    expected = float(reference(keras.ops.one_hot(labels, 5), logits))
+    assert float(loss(labels, logits)) == pytest.approx(expected, rel=1e-5)
+    plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    assert float(SparseCrossEntropy()(labels, logits)) == pytest.approx(float(plain), rel=1e-5)
+    revived = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(revived, SparseCrossEntropy) and revived.label_smoothing == 0.2
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got -0.1"):
+        SparseCrossEntropy(label_smoothing=-0.1)
