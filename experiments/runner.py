@@ -19,6 +19,7 @@ and ends with exactly the weights of an uninterrupted run (with
 import dataclasses
 import json
 import pathlib
+import tempfile
 import time
 
 from experiments import config as config_lib
@@ -187,28 +188,47 @@ def build_models(config, dataset, steps):
     method_list = build_methods(config, dataset, steps)
     try:
         distiller = kerasdistill.Distiller(
-            teacher, trained, method_list, ce_weight=config.ce_weight
+            teacher,
+            trained,
+            method_list,
+            ce_weight=config.ce_weight,
+            label_smoothing=config.label_smoothing,
         )
     except ValueError as error:  # A tap the models lack, or shapes a method cannot pair.
         raise UsageError(f"--method={config.method!r} with --method_kwargs: {error}") from error
     return Models(fitted=distiller, trained=trained, teacher=teacher)
 
 
-def compile_model(config, models, steps):
-    """Compiles the fitted model with the reference SGD recipe."""
-    import keras
+def learning_rate(config, steps):
+    """The configured LR schedule over optimizer steps (`steps` per epoch)."""
+    from kerasdistill.training import schedules
 
-    from kerasdistill.training import TorchSGD, schedules
-
+    if config.lr_schedule == "cosine":
+        warmup = round(config.warmup_epochs * steps)
+        return schedules.cosine_with_warmup(config.lr, config.epochs * steps, warmup)
     milestones = {
         "cifar": (schedules.REFERENCE_MILESTONES, schedules.REFERENCE_EPOCHS),
         "imagenet": (schedules.IMAGENET_MILESTONES, schedules.IMAGENET_EPOCHS),
     }[config.lr_schedule]
-    optimizer = TorchSGD(
-        schedules.step_decay(config.lr, config.epochs, steps, *milestones),
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
+    return schedules.step_decay(config.lr, config.epochs, steps, *milestones)
+
+
+def compile_model(config, models, steps):
+    """Compiles the fitted model with the configured optimizer and LR schedule."""
+    import keras
+
+    from kerasdistill.training import TorchSGD
+
+    if config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(
+            learning_rate(config, steps), weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = TorchSGD(
+            learning_rate(config, steps),
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
     jit = {"true": True, "false": False}.get(str(config.jit_compile).lower())
     if jit is None:  # auto: XLA where an accelerator is visible.
         import tensorflow as tf
@@ -216,16 +236,16 @@ def compile_model(config, models, steps):
         jit = bool(tf.config.list_logical_devices("GPU"))
     models.fitted.compile(
         optimizer=optimizer,
-        loss=None if config.mode == "distill" else _cross_entropy(),
+        loss=None if config.mode == "distill" else _cross_entropy(config.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit,
     )
 
 
-def _cross_entropy():
-    import keras
+def _cross_entropy(label_smoothing=0.0):
+    from kerasdistill.training import SparseCrossEntropy
 
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return SparseCrossEntropy(label_smoothing)
 
 
 def check_checkpoint(config, output_dir):
@@ -295,8 +315,11 @@ def make_callbacks(config, output_dir, checkpointer, extra_callbacks):
     ]
 
 
-def train(config, model, dataset, steps, start_step, callbacks, checkpointer):
+def train(config, model, dataset, steps, start_step, callbacks, checkpointer, strategy=None):
     """Fits one epoch at a time from `start_step`, each epoch's batches a function of its number.
+
+    With `--strategy=multi_worker` the epochs run in `multi_worker_fit`'s
+    loop instead of `model.fit`.
 
     Returns:
         The epochs whose end was reached in this session.
@@ -305,6 +328,7 @@ def train(config, model, dataset, steps, start_step, callbacks, checkpointer):
         RunInterrupted: When SIGTERM stopped training (after a checkpoint).
     """
     from kerasdistill.data.pipeline import epoch_pipeline
+    from kerasdistill.training.multi_worker import multi_worker_fit
 
     with_index = any(m.uses_sample_indices for m in getattr(model, "methods", ()))
     eval_ds = eval_batches(config, dataset)
@@ -312,6 +336,7 @@ def train(config, model, dataset, steps, start_step, callbacks, checkpointer):
     if config.input_pipeline == "imagenet":
         from kerasdistill.data.imagenet_augment import random_resized_crop_flip as augment
     first_epoch, skip = divmod(start_step, steps)
+    fit = multi_worker_fit(model, strategy) if config.strategy == "multi_worker" else model.fit
     epochs_done = 0
     for epoch in range(first_epoch, config.epochs):
         batches = epoch_pipeline(
@@ -319,7 +344,7 @@ def train(config, model, dataset, steps, start_step, callbacks, checkpointer):
             skip_batches=skip if epoch == first_epoch else 0, with_index=with_index,
             augment=augment, shuffle_buffer=10_000 if augment else 50_000,
         )
-        model.fit(
+        fit(
             batches,
             initial_epoch=epoch,
             epochs=epoch + 1,
@@ -349,11 +374,20 @@ def eval_batches(config, dataset):
 def accuracy(config, model, dataset):
     """Test accuracy of a classifier (normalized images -> logits).
 
+    With `--strategy=multi_worker` every worker scores the whole test split
+    itself (`evaluate_locally`).
+
     Returns:
         Dict with `accuracy` (top-1), and `top5` for the ImageNet pipeline.
     """
     import keras
 
+    if config.strategy == "multi_worker":
+        top5 = config.input_pipeline == "imagenet"
+        from kerasdistill.training.multi_worker import evaluate_locally
+
+        result = evaluate_locally(model, eval_batches(config, dataset), top5=top5)
+        return {name: result[name] for name in ("accuracy", "top5") if name in result}
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     if config.input_pipeline == "imagenet":
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
@@ -389,7 +423,9 @@ def export(model, output_dir, formats, dataset):
     return {fmt: str(paths[fmt]) for fmt in formats}
 
 
-def fit_with_checkpoints(config, model, dataset, steps, start_step, output_dir, extra_callbacks):
+def fit_with_checkpoints(
+    config, model, dataset, steps, start_step, output_dir, extra_callbacks, strategy=None
+):
     """Trains from `start_step` with checkpoints, logs and the SIGTERM handler.
 
     Returns:
@@ -407,7 +443,9 @@ def fit_with_checkpoints(config, model, dataset, steps, start_step, output_dir, 
     start = time.time()
     try:
         with checkpointer:
-            epochs_done = train(config, model, dataset, steps, start_step, callbacks, checkpointer)
+            epochs_done = train(
+                config, model, dataset, steps, start_step, callbacks, checkpointer, strategy
+            )
     except TrainingDiverged as error:
         raise TrainingDiverged(
             f"{error} Training stopped; the last good checkpoint {checkpointer.path} is kept "
@@ -422,6 +460,12 @@ def run(config, extra_callbacks=()):
     Every check of the configuration runs before any data is read or model
     built. Started again on the same output directory, the run resumes from
     its checkpoint.
+
+    With `--strategy=multi_worker`, every worker of the cluster in `TF_CONFIG`
+    runs the same command; only the chief (`distribute.is_chief`) writes to
+    `config.output_dir`. The other workers compute the same outputs (saving
+    reads variables with collectives that every worker joins), write them to a
+    temporary directory they delete, and resume from the chief's checkpoint.
 
     Args:
         config: A `RunConfig`.
@@ -442,18 +486,30 @@ def run(config, extra_callbacks=()):
     check_checkpoint(config, output_dir)
     strategy = set_up_runtime(config)
     check_replica_batch(config, strategy.num_replicas_in_sync)
+    from kerasdistill.training import distribute
+
+    if distribute.is_chief(strategy):
+        return _train_evaluate_export(config, strategy, output_dir, output_dir, extra_callbacks)
+    with tempfile.TemporaryDirectory(prefix="kerasdistill_worker_") as scratch:
+        return _train_evaluate_export(
+            config, strategy, output_dir, pathlib.Path(scratch), extra_callbacks
+        )
+
+
+def _train_evaluate_export(config, strategy, run_dir, output_dir, extra_callbacks):
+    """The body of `run`: resumes from `run_dir`'s checkpoint, writes to `output_dir`."""
     dataset = load_dataset(config, output_dir)
     steps = steps_per_epoch(config, dataset)
     with strategy.scope():
         models = build_models(config, dataset, steps)
         compile_model(config, models, steps)
-        start_step = resume(models.fitted, output_dir)
+        start_step = resume(models.fitted, run_dir)
         metrics = {}
         if models.teacher is not None:
             for name, value in accuracy(config, models.teacher, dataset).items():
                 metrics[f"teacher_test_{name}"] = value
     epochs_done, seconds = fit_with_checkpoints(
-        config, models.fitted, dataset, steps, start_step, output_dir, extra_callbacks
+        config, models.fitted, dataset, steps, start_step, output_dir, extra_callbacks, strategy
     )
     exported = export(models.trained, output_dir, config.export_formats(), dataset)
     with strategy.scope():

@@ -115,6 +115,28 @@ def test_logs_hold_every_term_and_only_evaluated_validation_entries(tiny_folder,
     }
 
 
+@pytest.mark.slow
+def test_transformer_recipe_trains_a_vit_student_with_adamw_and_warmup(tiny_folder, tmp_path):
+    teacher = tmp_path / "teacher.keras"
+    models.get("resnet8", num_classes=2).save(teacher)
+    config = _config(
+        tiny_folder, tmp_path / "vit", mode="distill", teacher="resnet8",
+        student="vit_mini_p4", method="msdcrd", teacher_weights=str(teacher),
+        method_kwargs={"msdcrd": {"projection": "classifier", "scales": [1, 2]}},
+        optimizer="adamw", lr=1e-3, weight_decay=0.05, lr_schedule="cosine",
+        warmup_epochs=1, label_smoothing=0.1, export="keras",
+    )
+    runner.run(config)
+    history = (tmp_path / "vit" / "history.csv").read_text().splitlines()
+    rows = [dict(zip(history[0].split(","), line.split(","))) for line in history[1:]]
+    # Logged at each epoch end: 2 warm-up steps reach the peak, the cosine then decays.
+    learning_rates = [float(row["learning_rate"]) for row in rows]
+    assert learning_rates[0] == pytest.approx(1e-3, rel=1e-5)
+    assert learning_rates[1] < 1e-3 and "loss_msd_sw" in history[0]
+    student = keras.saving.load_model(tmp_path / "vit" / "model.keras")
+    assert student.name == "vit_mini_p4"
+
+
 def test_every_flagfile_parses_into_a_valid_configuration():
     from absl import flags
 

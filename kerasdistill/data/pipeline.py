@@ -94,7 +94,11 @@ def epoch_pipeline(
         )
     epoch_seed = int(seed) * 1_000_003 + int(epoch)
     augment = augment or _stateless_crop_flip
-    ds = dataset.train.enumerate().shuffle(min(dataset.num_train, shuffle_buffer), seed=epoch_seed)
+    # One fixed order however often the dataset is iterated (Keras's symbolic build
+    # under a distribution strategy starts an extra iteration before training).
+    ds = dataset.train.enumerate().shuffle(
+        min(dataset.num_train, shuffle_buffer), seed=epoch_seed, reshuffle_each_iteration=False
+    )
     ds = ds.take(steps_per_epoch * batch_size).skip(skip_batches * batch_size)
 
     def prepare(index, example):

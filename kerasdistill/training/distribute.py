@@ -74,6 +74,27 @@ def make_strategy(name="auto", logical_devices=0):
     return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
+def is_chief(strategy):
+    """Whether this process writes a run's outputs: the chief of its cluster.
+
+    The chief is the `"chief"` task, or worker 0 in a cluster without one (the
+    `tf.distribute` convention); a process outside any cluster is its own chief.
+
+    Args:
+        strategy: A `tf.distribute.Strategy`.
+
+    Returns:
+        True for the chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+
+
 def synchronized_batchnorm(model):
     """Returns a copy of `model` whose BatchNorm layers use global-batch statistics.
 

@@ -138,6 +138,11 @@ def test_epoch_pipeline_is_a_function_of_seed_and_epoch_and_skips_exactly():
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
                for a, b in zip(full[2:], resumed))
     assert not np.array_equal(full[0][1], batches(epoch=4)[0][1])
+    # A second pass over the same dataset object (fit's symbolic build under a
+    # strategy starts one) sees the same order.
+    ds = epoch_pipeline(dataset, 4, 5, 3, 1, with_index=True)
+    first, second = ([x["index"].numpy() for x, _ in ds] for _ in range(2))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
     assert not np.array_equal(full[0][0], batches(epoch=3, seed=2)[0][0])
     with pytest.raises(ValueError, match=r"skip_batches must be in \[0, steps_per_epoch=5\)"):
         batches(epoch=0, skip=5)
