@@ -163,3 +163,20 @@ class _Definer:
 
         function = getattr(flags, name)
         return lambda *args, **kwargs: function(*args, flag_values=self._values, **kwargs)
+
+
+def test_generated_flagfiles_are_up_to_date_and_token_models_use_the_transformer_recipe():
+    import importlib.util
+
+    path = REPO / "experiments" / "flags" / "generate.py"
+    spec = importlib.util.spec_from_file_location("generate_flagfiles", path)
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    assert generate.main(["generate.py", "--check"]) == 0, "run experiments/flags/generate.py"
+    files = generate.flagfiles()
+    for name in ("resnet32x4_vit_tiny_p4_msdcrd.cfg", "resnet32x4_mixer_s_p4_kd.cfg",
+                 "vit_tiny_p4_teacher.cfg"):
+        assert "--optimizer=adamw" in files[name] and "--label_smoothing=0.1" in files[name]
+    # A CNN student of a ViT teacher keeps the SGD recipe.
+    assert "--optimizer" not in files["vit_tiny_p4_resnet8x4_dkd.cfg"]
+    assert "--momentum=0.9" in files["vit_tiny_p4_resnet8x4_dkd.cfg"]
