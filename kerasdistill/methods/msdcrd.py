@@ -352,7 +352,7 @@ class MSDCRD(DistillationMethod):
             raise ValueError(
                 f"The teacher classifier takes {width} features but the taps have "
                 f"{widths} teacher channels; region_categorization needs a tap that "
-                "feeds the classifier (usually 'feat_last')."
+                "feeds the classifier (tap 'pre_pool')."
             )
         return fitting
 
@@ -385,7 +385,7 @@ class MSDCRD(DistillationMethod):
                     raise ValueError(
                         f"The {side} classifier takes {expected} features but tap {tap!r} "
                         f"has {channels} channels; projection='classifier' only fits the "
-                        "map that feeds the classifier (usually 'feat_last')."
+                        "map that feeds the classifier (tap 'pre_pool')."
                     )
 
     def _project(self, index, local, side):

@@ -2,11 +2,15 @@
 
 A tap is a name a distillation method asks for. For any functional Keras model a
 tap is a layer name (its output tensor) or an alias mapped to a layer name.
-Two names are special:
+Three names are special:
 
 - `"logits"`: the model's output.
-- `"feat_last"`: the zoo's last stage feature map before pooling, i.e. the layer
-  `feat_k` with the highest `k`.
+- `"feat_last"`: the zoo's last stage feature map, i.e. the layer `feat_k` with
+  the highest `k`.
+- `"pre_pool"`: the map the global pooling layer `pooled` averages, i.e. the one
+  that feeds the classifier. It is `feat_last` for most of the zoo, but
+  MobileNetV2 and ShuffleV2 widen the last stage map with a 1x1 convolution
+  (to 1280 and 1024 channels) before pooling.
 
 The tapped model shares every layer (and weight) with the original, so calling
 it once in training mode updates BatchNorm statistics once.
@@ -18,6 +22,8 @@ import keras
 
 LOGITS = "logits"
 FEAT_LAST = "feat_last"
+PRE_POOL = "pre_pool"
+POOLED = "pooled"
 _FEAT_PATTERN = re.compile(r"^feat_(\d+)$")
 
 
@@ -33,6 +39,19 @@ def _last_feature_layer(model):
             f"{model.name!r} has none; name the layer explicitly instead."
         )
     return max(stages)[1]
+
+
+def _pre_pool_layer(model):
+    names = [layer.name for layer in model.layers]
+    if POOLED in names:
+        pooled_input = model.get_layer(POOLED).input
+        for layer in model.layers:
+            if layer.output is pooled_input:
+                return layer.name
+    raise ValueError(
+        f"Tap {PRE_POOL!r} needs a global pooling layer named {POOLED!r} fed by a layer, but "
+        f"model {model.name!r} has none; name the layer explicitly instead."
+    )
 
 
 def resolve_taps(model, taps):
@@ -61,12 +80,14 @@ def resolve_taps(model, taps):
             resolved[alias] = LOGITS
         elif layer_name == FEAT_LAST:
             resolved[alias] = _last_feature_layer(model)
+        elif layer_name == PRE_POOL:
+            resolved[alias] = _pre_pool_layer(model)
         elif layer_name in names:
             resolved[alias] = layer_name
         else:
             raise ValueError(
                 f"Unknown tap {layer_name!r} for model {model.name!r}. Valid taps: "
-                f"{LOGITS!r}, {FEAT_LAST!r} or a layer name: {', '.join(names)}."
+                f"{LOGITS!r}, {FEAT_LAST!r}, {PRE_POOL!r} or a layer name: {', '.join(names)}."
             )
     return resolved
 

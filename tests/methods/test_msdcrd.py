@@ -645,3 +645,18 @@ def test_second_round_options_round_trip_through_config():
     assert MSDCRD.from_config(staged.get_config()).get_config() == staged.get_config()
     with pytest.raises(ValueError, match="cannot be serialized by config"):
         _categorizing_method().get_config()
+
+
+def test_classifier_projection_on_the_pre_pool_map_of_mobilenetv2():
+    from kerasdistill import models
+
+    teacher = models.get("resnet8x4", num_classes=5)
+    student = models.get("MobileNetV2", num_classes=5)
+    with pytest.raises(ValueError, match="classifier takes 1280 features but tap 'feat_last'"):
+        Distiller(teacher, student, methods=[MSDCRD(projection="classifier", scales=(1, 2))])
+    method = MSDCRD(taps=("pre_pool",), projection="classifier", scales=(1, 2))
+    distiller = Distiller(teacher, student, methods=[method])
+    images = np.random.default_rng(58).normal(size=(6, 32, 32, 3)).astype("float32")
+    terms = distiller._loss_terms(images, LABELS, distiller(images, training=True))
+    assert np.isfinite(float(terms["loss_msd_sw"])) and np.isfinite(float(terms["loss_msd_fw"]))
+    assert method.student_classifier is student.get_layer("classifier.0")

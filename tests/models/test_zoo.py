@@ -108,3 +108,22 @@ def test_classifier_layer_rejects_a_model_not_ending_in_dense():
     outputs = keras.layers.Softmax()(keras.layers.Dense(3)(inputs))
     with pytest.raises(ValueError, match="does not end in a Dense classifier layer"):
         models.classifier_layer(keras.Model(inputs, outputs, name="softmaxed"))
+
+
+@pytest.mark.parametrize("name", ["MobileNetV2", "ShuffleV2", "wrn_16_2", "resnet8x4", "vit_mini_p4"])
+def test_pre_pool_tap_is_the_map_that_feeds_the_classifier(name):
+    model = models.get(name, num_classes=10)
+    taps = models.tap_model(model, ["pre_pool", "pooled", "feat_last"])
+    images = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in taps(images, training=False).items()}
+    assert out["pre_pool"].shape[-1] == models.classifier_layer(model).kernel.shape[0]
+    np.testing.assert_allclose(out["pre_pool"].mean(axis=(1, 2)), out["pooled"], rtol=1e-4, atol=1e-5)
+    widened = name in ("MobileNetV2", "ShuffleV2")  # a 1x1 conv widens the last stage map
+    assert (out["pre_pool"].shape != out["feat_last"].shape) == widened
+
+
+def test_pre_pool_tap_needs_a_pooled_layer():
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)), name="flat")
+    with pytest.raises(ValueError, match="Tap 'pre_pool' needs a global pooling layer named 'pooled'"):
+        models.resolve_taps(model, ["pre_pool"])
