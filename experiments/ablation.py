@@ -111,6 +111,7 @@ flags.DEFINE_list("rows", list(ROWS), f"Rows to run, from: {', '.join(ROWS)}.")
 flags.DEFINE_string("baseline", "kd", "Row the others are compared with in the report.")
 flags.DEFINE_integer("parallel", 2, "Runs at the same time, each on cores/parallel threads.")
 flags.DEFINE_string("output_dir", "runs/ablation", "One sub-directory per row, one per seed in it.")
+flags.DEFINE_bool("report_only", False, "Report the finished runs without running any.")
 flags.DEFINE_string("report", "", "Markdown file for the table (default: <output_dir>/table.md).")
 FLAGS = flags.FLAGS
 
@@ -221,6 +222,13 @@ def main(argv):
     seeds = [int(seed) for seed in FLAGS.seeds]
     threads = max(1, (os.cpu_count() or 1) // FLAGS.parallel)
     results = {name: {} for name in FLAGS.rows}
+    if FLAGS.report_only:
+        for name in FLAGS.rows:
+            for seed in seeds:
+                metrics_path = run_dir(name, seed) / "metrics.json"
+                if metrics_path.exists():
+                    results[name][seed] = json.loads(metrics_path.read_text())
+        seeds = []  # Nothing to run.
     with concurrent.futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
         futures = {
             (name, seed): pool.submit(run, name, seed, threads)

@@ -633,6 +633,7 @@ def test_second_round_options_round_trip_through_config():
         "region_reference": "teacher",
         "complementary_weight": 0.25,
         "feature_negatives": "non_overlapping",
+        "projection": "channel_pool",
     }
     method = MSDCRD(**options)
     config = method.get_config()
