@@ -51,6 +51,33 @@ def test_heterogeneous_maps_with_linear_heads():
     assert method.student_heads[0].kernel.shape == (32, 128)
 
 
+def test_linear_heads_match_a_numpy_reference():
+    method = _built(MSDCRD(projection="linear", projection_dim=16))
+    teacher, student = _maps(TEACHER_SHAPE, 59), _maps(STUDENT_SHAPE, 60)
+    terms = _terms(method, teacher, student)
+
+    def region_means(x, grid):
+        # Independent of ops.multiscale: plain NumPy means over equal cells.
+        n, h, w, c = x.shape
+        cells = x.reshape(n, grid, h // grid, grid, w // grid, c).mean(axis=(2, 4))
+        return cells.reshape(n, grid * grid, c)
+
+    def project(x, head):
+        local = np.concatenate([region_means(x, g) for g in (1, 2, 4)], axis=1)
+        kernel, bias = (np.asarray(w) for w in head.weights)
+        z = local @ kernel + bias
+        return z / np.linalg.norm(z, axis=-1, keepdims=True)
+
+    s = project(student, method.student_heads[0])
+    t = project(teacher, method.teacher_heads[0])
+    logits = np.einsum("ird,jrd->rij", s, t) / 0.07  # anchor i against image j, per region
+    sw = np.mean([np.mean(np.log(np.exp(l).sum(1)) - np.diag(l)) for l in logits])
+    pair = np.einsum("ird,iqd->irq", s, t) / 0.07  # region r against region q, per image
+    fw = np.mean(np.log(np.exp(pair).sum(-1)) - np.einsum("irr->ir", pair))
+    assert terms["loss_msd_sw"] == pytest.approx(sw, rel=1e-5)
+    assert terms["loss_msd_fw"] == pytest.approx(fw, rel=1e-5)
+
+
 def test_auto_projection_is_parameter_free_when_channels_match():
     same = _built(MSDCRD(), (6, 8, 8, 16), (6, 8, 8, 16))
     assert same.trainable_weights == []
