@@ -15,10 +15,16 @@ dataset indices, with `train_labels` for `--num_train` samples for CRD), so the
 numbers measure the training step, not the input pipeline. The teacher has
 random weights: its compute is that of a trained one.
 
-Every Distiller is traced first by a warm-up `fit`; then `--repeats` rounds time
-one `fit(steps_per_epoch=--steps)` per entry, the entries interleaved round-robin
-so that background load hits all of them alike; the table reports the median.
-The ratios to `none` are the result; absolute images/s depend on the machine.
+Every Distiller is traced first by a warm-up `fit`; then `--repeats` rounds run
+one `fit` per entry, the entries interleaved round-robin so that background load
+hits all of them alike. Inside each `fit` a callback times every step on its own
+(from `on_train_batch_begin` until the step's loss is on the host); the first
+step of each `fit` is run but not timed, and neither is the rest of the `fit`:
+creating and tearing down its dataset iterator costs from under a second to
+over a minute under a `MirroredStrategy` on a loaded CPU, which timing whole
+`fit`s of a few steps used to fold into the step time. The table reports the median step
+over all rounds, and the per-`fit` overhead apart. The ratios to `none` are the
+result; absolute images/s depend on the machine.
 """
 
 import json
@@ -47,6 +53,9 @@ from kerasdistill.training import TorchSGD  # noqa: E402
 STUDENT_ALONE = "none"
 # Distinct batches held in memory and cycled (fewer when --num_train is smaller).
 POOL_BATCHES = 8
+# Steps run but not timed at the start of every timed `fit`: the first one waits
+# for the batch of a freshly created dataset iterator.
+UNTIMED_STEPS_PER_FIT = 1
 
 flags.DEFINE_string("teacher", "resnet20", "Teacher model name (zoo registry).")
 flags.DEFINE_string("student", "resnet8", "Student model name (zoo registry).")
@@ -191,30 +200,80 @@ def build_distiller(teacher, student, method_names, data, method_kwargs, jit_com
     return distiller, data.pipeline(with_index)
 
 
-def timed_fit(distiller, ds, steps):
-    """Runs `steps` training steps in one `fit` and returns the elapsed seconds."""
+class StepTimer(keras.callbacks.Callback):
+    """Records the wall-clock seconds of every training step of a `fit`.
+
+    A step's clock starts at `on_train_batch_begin` and stops at
+    `on_train_batch_end` once the step's logs are on the host, so it covers
+    one call of the compiled train function and nothing of the `fit` around
+    it (building the dataset iterator, callbacks, tearing the iterator down).
+    With `steps_per_execution > 1` one record covers that many steps.
+
+    Attributes:
+        seconds: One float per step, in order.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+        self._start = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        keras.tree.map_structure(keras.ops.convert_to_numpy, logs or {})
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def fit_seconds(distiller, ds, steps, callbacks=()):
+    """Runs `steps` training steps in one `fit` and returns its wall-clock seconds."""
     start = time.perf_counter()
-    distiller.fit(ds, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+    distiller.fit(
+        ds, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=list(callbacks)
+    )
     return time.perf_counter() - start
 
 
+def timed_steps(distiller, ds, steps):
+    """Times `steps` steady-state training steps inside one `fit`.
+
+    The `fit` runs `UNTIMED_STEPS_PER_FIT + steps` steps and the first ones
+    are not timed.
+
+    Returns:
+        `(step_seconds, overhead_seconds)`: the seconds of each timed step,
+        and the wall time of the whole `fit` minus that of all its steps
+        (its fixed cost: iterator creation and teardown, callbacks).
+    """
+    timer = StepTimer()
+    total = fit_seconds(distiller, ds, UNTIMED_STEPS_PER_FIT + steps, callbacks=[timer])
+    return timer.seconds[UNTIMED_STEPS_PER_FIT:], total - sum(timer.seconds)
+
+
 def time_round_robin(runs, steps, repeats):
-    """Times one `fit` of `steps` steps per entry, in `repeats` interleaved rounds.
+    """Times `steps` steps per entry in one `fit`, in `repeats` interleaved rounds.
 
     Args:
         runs: Dict `{entry: (distiller, dataset)}` of warmed-up Distillers.
-        steps: Steps per timed fit.
+        steps: Timed steps per entry and round.
         repeats: Rounds over all entries.
 
     Returns:
-        Dict `{entry: [seconds, one per round]}`.
+        `(step_seconds, overhead_seconds)`: dicts `{entry: [seconds]}`, the
+        first with `steps x repeats` step times per entry, the second with
+        the fixed cost of each of the entry's `repeats` timed `fit`s.
     """
-    seconds = {entry: [] for entry in runs}
+    step_seconds = {entry: [] for entry in runs}
+    overhead_seconds = {entry: [] for entry in runs}
     for repeat in range(repeats):
         for entry, (distiller, ds) in runs.items():
-            seconds[entry].append(timed_fit(distiller, ds, steps))
-        print(f"repeat {repeat + 1}/{repeats} done", flush=True)
-    return seconds
+            steps_s, overhead_s = timed_steps(distiller, ds, steps)
+            step_seconds[entry].extend(steps_s)
+            overhead_seconds[entry].append(overhead_s)
+        load = os.getloadavg()[0]
+        print(f"repeat {repeat + 1}/{repeats} done, load average {load:.1f}", flush=True)
+    return step_seconds, overhead_seconds
 
 
 def publish(report, output):
@@ -238,17 +297,17 @@ def machine_line():
 
 
 def format_table(
-    seconds, batch_size, steps, columns=("method",), baseline_of=lambda entry: STUDENT_ALONE,
-    relative_label="relative to student alone",
+    step_seconds, overhead_seconds, batch_size, columns=("method",),
+    baseline_of=lambda entry: STUDENT_ALONE, relative_label="relative to student alone",
 ):
     """Markdown table of median throughput per entry.
 
     Args:
-        seconds: Dict `{entry: [seconds per timed fit, one per repeat]}`, in
+        step_seconds: Dict `{entry: [seconds of each timed step]}`, in
             display order. An entry is a string, or a tuple with one string
             per column of `columns`.
+        overhead_seconds: Dict `{entry: [fixed seconds of each timed fit]}`.
         batch_size: Images per step.
-        steps: Steps per timed fit.
         columns: Headers of the columns naming the entry.
         baseline_of: Returns the entry whose throughput an entry's ratio is
             taken to (`n/a` when that entry was not timed).
@@ -257,16 +316,21 @@ def format_table(
     Returns:
         The table as a string.
     """
-    median_step = {entry: statistics.median(times) / steps for entry, times in seconds.items()}
+    median_step = {entry: statistics.median(times) for entry, times in step_seconds.items()}
     rows = [
-        f"| {' | '.join(columns)} | images/s (median) | {relative_label} | ms/step |",
-        "|---" * len(columns) + "|---:|---:|---:|",
+        f"| {' | '.join(columns)} | images/s (median) | {relative_label} | ms/step "
+        "| per-fit overhead, s (median) |",
+        "|---" * len(columns) + "|---:|---:|---:|---:|",
     ]
     for entry, step_s in median_step.items():
         baseline = median_step.get(baseline_of(entry))
         relative = f"{baseline / step_s:.2f}x" if baseline else "n/a"
         names = " | ".join(entry) if isinstance(entry, tuple) else entry
-        rows.append(f"| {names} | {batch_size / step_s:.1f} | {relative} | {step_s * 1e3:.1f} |")
+        overhead = statistics.median(overhead_seconds[entry])
+        rows.append(
+            f"| {names} | {batch_size / step_s:.1f} | {relative} | {step_s * 1e3:.1f} "
+            f"| {overhead:.1f} |"
+        )
     return "\n".join(rows)
 
 
@@ -304,7 +368,8 @@ def config_line():
     return (
         f"{FLAGS.teacher} -> {FLAGS.student}, {FLAGS.num_classes} classes, batch "
         f"{FLAGS.batch_size}, {FLAGS.steps} timed steps x {FLAGS.repeats} repeats "
-        f"(median), {FLAGS.warmup} warm-up steps"
+        f"(median step; {UNTIMED_STEPS_PER_FIT} untimed step first in each fit), "
+        f"{FLAGS.warmup} warm-up steps"
     )
 
 
@@ -325,14 +390,15 @@ def main(argv):
             )
         except ValueError as error:
             raise app.UsageError(str(error)) from error
-        warmup_s = timed_fit(distiller, ds, FLAGS.warmup)
+        warmup_s = fit_seconds(distiller, ds, FLAGS.warmup)
         print(f"built and traced {entry}: warm-up {warmup_s:.1f} s", flush=True)
         runs[entry] = (distiller, ds)
 
-    seconds = time_round_robin(runs, FLAGS.steps, FLAGS.repeats)
+    step_seconds, overhead_seconds = time_round_robin(runs, FLAGS.steps, FLAGS.repeats)
 
     header = f"{config_line()}, jit_compile={FLAGS.jit_compile}.\n{machine_line()}"
-    publish(f"{header}\n\n{format_table(seconds, FLAGS.batch_size, FLAGS.steps)}\n", FLAGS.output)
+    table = format_table(step_seconds, overhead_seconds, FLAGS.batch_size)
+    publish(f"{header}\n\n{table}\n", FLAGS.output)
 
 
 if __name__ == "__main__":

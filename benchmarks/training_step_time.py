@@ -7,7 +7,8 @@
 Every `--methods` entry runs under every `--variants` entry, each a separate
 `Distiller` in one process, timed as in `method_step_time.py` (whose flags and
 helpers this script shares): synthetic in-memory batches, a warm-up `fit` that
-traces, then interleaved rounds of one `fit` per entry, median reported. The
+traces, then interleaved rounds of one `fit` per entry in which a callback times
+each step, the median step reported (and the per-`fit` overhead apart). The
 ratio column divides by the `baseline` variant of the same method: float32,
 `--jit_compile`, one replica and the teacher as built.
 
@@ -217,14 +218,14 @@ def main(argv):
                 run = build_entry(names, variant, strategies[variant.replicas], data, method_kwargs)
             except ValueError as error:
                 raise app.UsageError(str(error)) from error
-            warmup_s = timing.timed_fit(*run, FLAGS.warmup)
+            warmup_s = timing.fit_seconds(*run, FLAGS.warmup)
             print(f"built and traced {entry} / {label}: warm-up {warmup_s:.1f} s", flush=True)
             runs[(entry, label)] = run
 
-    seconds = timing.time_round_robin(runs, FLAGS.steps, FLAGS.repeats)
+    step_seconds, overhead_seconds = timing.time_round_robin(runs, FLAGS.steps, FLAGS.repeats)
 
     table = timing.format_table(
-        seconds, FLAGS.batch_size, FLAGS.steps, columns=("method", "variant"),
+        step_seconds, overhead_seconds, FLAGS.batch_size, columns=("method", "variant"),
         baseline_of=lambda key: (key[0], BASELINE), relative_label="relative to baseline",
     )
     header = (
