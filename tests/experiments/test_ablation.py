@@ -1,0 +1,52 @@
+"""The ablation table: mean and sample std over seeds, and the 2-std comparison it reports."""
+
+import json
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from experiments import ablation
+
+
+def test_verdict_counts_a_difference_only_beyond_twice_the_larger_std():
+    base = (65.0, 0.3, 3)
+    assert ablation.verdict((65.7, 0.2, 3), base) == "better"  # 0.7 > 2 * 0.3
+    assert ablation.verdict((65.5, 0.2, 3), base) == "within noise"
+    assert ablation.verdict((64.0, 0.45, 3), base) == "worse"  # 1.0 > 2 * 0.45
+    assert ablation.verdict((64.0, 0.55, 3), base) == "within noise"
+    assert ablation.verdict((70.0, 0.0, 1), base) == "n/a"
+
+
+def test_summarize_uses_the_sample_standard_deviation():
+    mean, std, n = ablation.summarize([64.0, 65.0, 66.0])
+    assert (mean, n) == (65.0, 3) and std == pytest.approx(1.0)
+    assert ablation.summarize([61.5]) == (61.5, 0.0, 1)
+
+
+def test_report_only_reads_finished_runs_and_compares_each_row_with_its_own_baseline(
+    tmp_path, capsys
+):
+    accuracies = {
+        "msdcrd": [0.650, 0.652, 0.654],
+        "sc_positives": [0.610, 0.612, 0.614],
+        "vit_linear": [0.470, 0.472],
+        "vit_classifier": [0.480, 0.482],
+    }
+    for row, values in accuracies.items():
+        for seed, accuracy in enumerate(values):
+            folder = tmp_path / row / f"seed_{seed}"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps({"test_accuracy": accuracy}))
+    teacher = tmp_path / "teacher.keras"
+    teacher.write_bytes(b"")
+    with flagsaver.flagsaver():
+        flags.FLAGS(["ablation", f"--output_dir={tmp_path}", f"--teacher_weights={teacher}",
+                     "--report_only", "--baseline=msdcrd",
+                     f"--rows={','.join(accuracies)}"])
+        ablation.main([])
+    table = (tmp_path / "table.md").read_text()
+    assert "| msdcrd | MSDCRD, library defaults | 65.20 ± 0.20 | 3 |  |" in table
+    assert "| 61.20 ± 0.20 | 3 | worse than msdcrd |" in table
+    assert "| 48.10 ± 0.14 | 2 | better than vit_linear |" in table
+    assert not list(tmp_path.glob("*/seed_*/log.txt")), "report_only must not run anything"
