@@ -40,6 +40,7 @@ from absl import app, flags  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import method_step_time as timing  # noqa: E402
+import step_timing  # noqa: E402
 from kerasdistill import models  # noqa: E402
 from kerasdistill.training import distribute  # noqa: E402
 
@@ -218,21 +219,21 @@ def main(argv):
                 run = build_entry(names, variant, strategies[variant.replicas], data, method_kwargs)
             except ValueError as error:
                 raise app.UsageError(str(error)) from error
-            warmup_s = timing.fit_seconds(*run, FLAGS.warmup)
+            warmup_s = step_timing.fit_seconds(*run, FLAGS.warmup)
             print(f"built and traced {entry} / {label}: warm-up {warmup_s:.1f} s", flush=True)
             runs[(entry, label)] = run
 
-    step_seconds, overhead_seconds = timing.time_round_robin(runs, FLAGS.steps, FLAGS.repeats)
+    step_seconds, overhead_seconds = step_timing.time_round_robin(runs, FLAGS.steps, FLAGS.repeats)
 
-    table = timing.format_table(
+    table = step_timing.format_table(
         step_seconds, overhead_seconds, FLAGS.batch_size, columns=("method", "variant"),
         baseline_of=lambda key: (key[0], BASELINE), relative_label="relative to baseline",
     )
     header = (
         f"{timing.config_line()}; baseline: float32, jit_compile={FLAGS.jit_compile}, "
-        f"1 replica, plain teacher.\n{timing.machine_line()}\n{cpu_bfloat16_line()}"
+        f"1 replica, plain teacher.\n{step_timing.machine_line()}\n{cpu_bfloat16_line()}"
     )
-    timing.publish(f"{header}\n\n{table}\n", FLAGS.output)
+    step_timing.publish(f"{header}\n\n{table}\n", FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""benchmarks/method_step_time.py times steps, not the `fit` around them."""
+"""The benchmarks (benchmarks/step_timing.py) time steps, not the `fit` around them."""
 
 import pathlib
 import sys
@@ -10,7 +10,7 @@ import tensorflow as tf
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import method_step_time as timing  # noqa: E402
+import step_timing as timing  # noqa: E402
 
 FIT_COST_S = 0.5
 

@@ -41,7 +41,8 @@ def test_usage_errors_print_one_line_and_exit_2_fast(args, message):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == _error_lines(proc)
     assert _error_lines(proc)[0].startswith(message), proc.stderr
-    assert "Traceback" not in proc.stderr and seconds < 10
+    # Before any data or model is touched: well under the minutes a run's setup takes.
+    assert "Traceback" not in proc.stderr and seconds < 60
 
 
 def test_flagfile_with_an_unknown_flag_names_it(tmp_path):

@@ -113,5 +113,5 @@ def test_unknown_tap_is_named_with_the_valid_ones(tiny_folder, teacher_file, tmp
         method_kwargs={"fitnet": {"teacher_tap": "feat_9"}},
     )
     with pytest.raises(UsageError, match=r"--method='fitnet' with --method_kwargs: Unknown tap "
-                       r"'feat_9' for model .* Valid taps: 'logits', 'feat_last' or a layer name"):
+                       r"'feat_9' for model .* Valid taps: 'logits', 'feat_last', 'pre_pool' or a layer name"):
         runner.run(config)
