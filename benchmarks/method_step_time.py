@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import kerasdistill  # noqa: E402
 from kerasdistill import methods, models  # noqa: E402
-from kerasdistill.distiller import IMAGE_KEY, INDEX_KEY  # noqa: E402
+from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY  # noqa: E402
 from kerasdistill.training import TorchSGD  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -3,12 +3,10 @@
 import keras
 from keras import ops
 
+from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.models.taps import LOGITS, tap_model
 from kerasdistill.ops import distributed, sparse_cross_entropy
-
-IMAGE_KEY = "image"
-INDEX_KEY = "index"
 
 
 def _split_inputs(x):

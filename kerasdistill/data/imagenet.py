@@ -30,7 +30,7 @@ from kerasdistill.data.datasets import (
     _list_split,
 )
 from kerasdistill.data.imagenet_augment import random_resized_crop_flip, resize_center_crop
-from kerasdistill.distiller import IMAGE_KEY, INDEX_KEY
+from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY
 
 # Channel statistics over [0, 1] pixels, as in torchvision's ImageNet recipes.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

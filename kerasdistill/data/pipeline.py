@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from kerasdistill.data.augment import normalize, random_crop_flip
-from kerasdistill.distiller import IMAGE_KEY, INDEX_KEY
+from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY
 
 
 def train_pipeline(dataset, batch_size=64, with_index=False, seed=None, cache=True):

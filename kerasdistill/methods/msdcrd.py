@@ -134,7 +134,9 @@ class MSDCRD(DistillationMethod):
             own frozen-for-the-teacher classifier maps local features to class
             space; only for the map that feeds the classifier) or
             `"channel_pool"` (the wider side's channels averaged in contiguous
-            groups down to the narrower width; parameter-free).
+            groups down to the narrower width; parameter-free). On a CNN ->
+            ViT pair `"channel_pool"` tied `"linear"` and `"classifier"` was
+            worse (`docs/results.md`, second round).
         projection_dim: Output size of the `"linear"` heads.
         temperature: InfoNCE temperature `tau > 0` (0.07: best of 0.07, 0.1,
             0.2, 0.5 in `docs/results.md`).
@@ -143,7 +145,8 @@ class MSDCRD(DistillationMethod):
         same_class_pairs: Sample-wise role of the other images of the
             anchor's class: `"negatives"` (label-free, like CRD),
             `"exclude"` (removed from the denominator) or `"positives"`
-            (extra positives, supervised-contrastive style).
+            (extra positives, supervised-contrastive style). Measured:
+            `"exclude"` ties the default, `"positives"` is worse.
         region_categorization: Treatment of the regions the teacher
             classifies as complementary (its classifier, applied to the
             region's pooled feature, misses `region_reference`):
@@ -152,6 +155,7 @@ class MSDCRD(DistillationMethod):
             anchors nor negatives there) or `"downweight"` (complementary
             anchors weigh `complementary_weight` in both terms). Needs
             `teacher_classifier`; applies to the taps whose width matches it.
+            Both readings measured within noise of `"none"`.
         region_reference: What a consistent region predicts: the `"label"`
             or the `"teacher"`'s global prediction (its logits).
         complementary_weight: Anchor weight of complementary regions with
@@ -159,7 +163,8 @@ class MSDCRD(DistillationMethod):
         feature_negatives: Feature-wise negatives: `"all"` other regions of the
             image, `"same_scale"` only the regions of the anchor's scale, or
             `"non_overlapping"` only the regions sharing no area with the
-            anchor (neither its parent cells nor its sub-cells).
+            anchor (neither its parent cells nor its sub-cells). The three
+            measured within noise of each other.
         region_weighting: `"uniform"` (every region counts the same) or
             `"per_scale"` (every scale counts the same, split over its regions).
         beta: Weight of the method (both terms).
@@ -263,7 +268,8 @@ class MSDCRD(DistillationMethod):
 
         Each stage is decoupled with `scales="auto"` (the grids 1, 2, 4 that
         fit its teacher and student maps: fewer levels on small maps) unless
-        `scales` is given.
+        `scales` is given. On resnet20 -> resnet8 (`docs/results.md`) it was
+        about 1 point worse than the default last map alone.
 
         Args:
             num_stages: `K`, the number of stages (`feat_1` to `feat_K`; the
