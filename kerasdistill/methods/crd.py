@@ -81,6 +81,19 @@ def _draws_for_distinct(k, m):
         d = max(d + 1, int(d * 1.01))
 
 
+def _checked_labels(train_labels):
+    """`train_labels` as a 1-D int array of classes >= 0, or a ValueError."""
+    labels = np.asarray(train_labels)
+    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            "CRD train_labels must be a non-empty 1-D array of integer class labels, one "
+            f"per training sample; got dtype {labels.dtype} and shape {labels.shape}."
+        )
+    if labels.min() < 0:
+        raise ValueError(f"CRD train_labels must be >= 0, got {labels.min()}.")
+    return labels
+
+
 def _torch_linear_initializers(fan_in):
     """PyTorch's default `nn.Linear` initialization, `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`."""
     bound = 1.0 / math.sqrt(fan_in)
@@ -105,8 +118,13 @@ class CRD(DistillationMethod):
     `s = 1 / sqrt(feat_dim / 3)`; `z_v1` and `z_v2`, the normalization
     constants, `-1` until set from the first batch's scores as
     `mean(exp(scores / T)) * num_samples` and frozen afterwards; and the state
-    of the negative sampler's seed generator. The two projection heads
-    `embed_s` and `embed_t` are trainable and owned by the method.
+    of the negative sampler's seed generator. The training labels are state
+    too, like a Keras preprocessing layer's adapted statistics: `sample_labels`
+    (the class of every sample) and `samples_by_class` (sample indices sorted by
+    class), int32 `(num_samples,)`, saved with the weights and kept out of the
+    config, which holds only the class histogram `label_counts`. The two
+    projection heads `embed_s` and `embed_t` are trainable and owned by the
+    method.
 
     The numbers are the reference's (no log-sum-exp reformulation of the
     loss), but evaluated in log space where that is exact: `P = exp(s / T) / Z`
@@ -127,7 +145,8 @@ class CRD(DistillationMethod):
 
     Args:
         train_labels: Class of every training sample, shape `(num_samples,)`,
-            integers; at least two classes. Stored in the config.
+            integers; at least two classes. Stored as the weights
+            `sample_labels` and `samples_by_class`, not in the config.
         feat_dim: Embedding size.
         num_negatives: Negatives per sample (the reference's `nce_k`).
         temperature: Score temperature `T > 0` (`nce_t`).
@@ -139,6 +158,10 @@ class CRD(DistillationMethod):
         replacement: Draw each row's negatives with replacement (cheaper,
             the behaviour of this library before 0.2) instead of the
             reference's draw without replacement.
+        label_counts: Number of training samples of each class, instead of
+            `train_labels` when the method is rebuilt from its config; the
+            labels then come with the weights (`load_weights`, `.keras`
+            files, checkpoints), and the method must not train before.
         **kwargs: Passed to `DistillationMethod`'s Layer base (`name`, `dtype`;
             `dtype` defaults to float32 so the loss is computed in float32 under
             a mixed-precision policy).
@@ -148,7 +171,7 @@ class CRD(DistillationMethod):
 
     def __init__(
         self,
-        train_labels,
+        train_labels=None,
         feat_dim=128,
         num_negatives=16384,
         temperature=0.07,
@@ -158,18 +181,25 @@ class CRD(DistillationMethod):
         student_tap=POOLED,
         seed=None,
         replacement=False,
+        label_counts=None,
         **kwargs,
     ):
         super().__init__(teacher_taps=(teacher_tap,), student_taps=(student_tap,), **kwargs)
-        labels = np.asarray(train_labels)
-        if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        if train_labels is not None:
+            labels = _checked_labels(train_labels)
+            counts = np.bincount(labels)
+        elif label_counts is not None:
+            labels = None
+            counts = np.asarray(label_counts)
+            if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer) or counts.min() < 0:
+                raise ValueError(
+                    f"CRD label_counts must be a 1-D list of class sizes >= 0, got {label_counts!r}."
+                )
+        else:
             raise ValueError(
-                "CRD train_labels must be a non-empty 1-D array of integer class labels, one "
-                f"per training sample; got dtype {labels.dtype} and shape {labels.shape}."
+                "CRD needs the training labels: pass train_labels=, or build it with "
+                "CRD.from_data(TrainingData(train_labels=...))."
             )
-        if labels.min() < 0:
-            raise ValueError(f"CRD train_labels must be >= 0, got {labels.min()}.")
-        counts = np.bincount(labels)
         if np.count_nonzero(counts) < 2:
             raise ValueError("CRD needs train_labels with at least two classes for its negatives.")
         if feat_dim < 1 or num_negatives < 1:
@@ -180,8 +210,7 @@ class CRD(DistillationMethod):
             raise ValueError(f"CRD temperature must be > 0, got {temperature}.")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"CRD momentum must be in [0, 1], got {momentum}.")
-        self.train_labels = labels.astype("int32")
-        self.num_samples = int(labels.size)
+        self.num_samples = int(counts.sum())
         self.feat_dim = int(feat_dim)
         self.num_negatives = int(num_negatives)
         self.temperature = float(temperature)
@@ -191,14 +220,18 @@ class CRD(DistillationMethod):
         self.student_tap = student_tap
         self.seed = seed
         # Without replacement unless some class has fewer candidates than K.
-        fewest_others = int(labels.size - counts.max())
+        fewest_others = int(self.num_samples - counts.max())
         self.replacement = bool(replacement) or self.num_negatives > fewest_others
         self._draws = _draws_for_distinct(self.num_negatives, fewest_others)
-        # Sampler tables: samples sorted by class, and each class's [start, start + count)
-        # range in that order. A draw r in [0, num_samples - count[y]) skips y's range.
-        self._samples_by_class = np.argsort(self.train_labels, kind="stable").astype("int32")
+        # Sampler tables: each class's [start, start + count) range among the samples
+        # sorted by class (the `samples_by_class` weight). A draw r in
+        # [0, num_samples - count[y]) skips y's range.
         self._class_count = counts.astype("int32")
         self._class_start = (np.cumsum(counts) - counts).astype("int32")
+        self.sample_labels = self._add_label_table("sample_labels", labels)
+        self.samples_by_class = self._add_label_table(
+            "samples_by_class", None if labels is None else np.argsort(labels, kind="stable")
+        )
         self.seed_generator = keras.random.SeedGenerator(seed, name="negative_sampler")
         self._taps_built = False
 
@@ -280,6 +313,19 @@ class CRD(DistillationMethod):
         self._taps_built = True
         self.built = True
 
+    def _add_label_table(self, name, values):
+        """A constant int32 `(num_samples,)` weight: `values`, or zeros to be loaded."""
+
+        def initializer(shape, dtype=None):
+            if values is None:
+                return ops.zeros(shape, dtype)
+            return ops.convert_to_tensor(np.asarray(values, "int32"), dtype)
+
+        return self.add_weight(
+            shape=(self.num_samples,), initializer=initializer, trainable=False,
+            dtype="int32", name=name,
+        )
+
     @staticmethod
     def _flat_dim(shape, side):
         dims = tuple(shape)[1:]
@@ -304,7 +350,7 @@ class CRD(DistillationMethod):
             `sample_indices`.
         """
         idx = ops.reshape(ops.cast(sample_indices, "int32"), (-1,))
-        anchor_class = ops.take(ops.convert_to_tensor(self.train_labels), idx, axis=0)
+        anchor_class = ops.take(self.sample_labels, idx, axis=0)
         count = ops.take(ops.convert_to_tensor(self._class_count), anchor_class, axis=0)
         start = ops.take(ops.convert_to_tensor(self._class_start), anchor_class, axis=0)
         num_other = ops.expand_dims(self.num_samples - count, -1)
@@ -313,7 +359,7 @@ class CRD(DistillationMethod):
         else:
             rank = self._distinct_ranks(ops.shape(idx)[0], num_other)
         skip = ops.where(rank >= ops.expand_dims(start, -1), ops.expand_dims(count, -1), 0)
-        negatives = ops.take(ops.convert_to_tensor(self._samples_by_class), rank + skip, axis=0)
+        negatives = ops.take(self.samples_by_class, rank + skip, axis=0)
         return ops.concatenate([ops.expand_dims(idx, -1), negatives], axis=1)
 
     def _uniform_ranks(self, rows, columns, num_other):
@@ -464,7 +510,6 @@ class CRD(DistillationMethod):
         config = super().get_config()
         config.update(
             {
-                "train_labels": self.train_labels.tolist(),
                 "feat_dim": self.feat_dim,
                 "num_negatives": self.num_negatives,
                 "temperature": self.temperature,
@@ -474,6 +519,7 @@ class CRD(DistillationMethod):
                 "student_tap": self.student_tap,
                 "seed": self.seed,
                 "replacement": self.replacement,
+                "label_counts": self._class_count.tolist(),
             }
         )
         return config

@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -219,12 +221,29 @@ def test_float16_features_give_float32_loss():
     assert out["loss_crd"].dtype == "float32" and np.isfinite(float(out["loss_crd"]))
 
 
-def test_config_round_trip():
-    method = methods.get("crd", train_labels=GOLDEN_LABELS, feat_dim=8, num_negatives=5,
+def test_config_round_trip_keeps_the_labels_in_the_weights_not_the_config():
+    labels = np.arange(5000) % 10
+    method = methods.get("crd", train_labels=labels, feat_dim=8, num_negatives=5,
                          temperature=0.1, momentum=0.3, weight=0.5, seed=7)
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(method))
+    config = keras.saving.serialize_keras_object(method)
+    assert len(json.dumps(config)) < 2000  # 5,000 labels would take over 15,000 characters.
+    assert config["config"]["label_counts"] == [500] * 10
+    revived = keras.saving.deserialize_keras_object(config)
     assert isinstance(revived, CRD) and revived.get_config() == method.get_config()
-    np.testing.assert_array_equal(revived.train_labels, GOLDEN_LABELS)
+    for m in (method, revived):
+        m.build_from_taps({"pooled": (None, 6)}, {"pooled": (None, 4)})
+    revived.set_weights(method.get_weights())
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(revived.sample_labels), labels)
+    indices = np.array([3, 4000, 17])
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(revived.sample_contrast_indices(indices)),
+        keras.ops.convert_to_numpy(method.sample_contrast_indices(indices)),
+    )
+
+
+def test_labels_or_their_counts_are_required():
+    with pytest.raises(ValueError, match="CRD needs the training labels: pass train_labels="):
+        CRD()
 
 
 def _tiny_model(name, filters):
