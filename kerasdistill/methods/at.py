@@ -149,7 +149,7 @@ class AT(DistillationMethod):
     def build_from_taps(self, teacher_shapes, student_shapes):
         for s_tap, t_tap in self._pairs():
             _spatial_pool_sizes(student_shapes[s_tap], teacher_shapes[t_tap], (s_tap, t_tap))
-        self.built = True
+        super().build_from_taps(teacher_shapes, student_shapes)
 
     def call(self, teacher_outputs, student_outputs, labels=None, sample_indices=None, step=None):
         total = 0.0

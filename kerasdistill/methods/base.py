@@ -51,6 +51,9 @@ class DistillationMethod(keras.layers.Layer):
     # True for methods that need each sample's dataset index (`call`'s `sample_indices`)
     # and the training labels (through `TrainingData`), like CRD.
     uses_sample_indices = False
+    # True for methods that create weights from the tap shapes (projection heads,
+    # memory banks): `build_from_taps` must run before their first call.
+    needs_tap_shapes = False
 
     def __init__(self, teacher_taps, student_taps, **kwargs):
         # Losses compute in float32 under any mixed-precision policy: Keras
@@ -59,6 +62,7 @@ class DistillationMethod(keras.layers.Layer):
         super().__init__(**kwargs)
         self.teacher_taps = tuple(teacher_taps)
         self.student_taps = tuple(student_taps)
+        self._taps_built = False
 
     @classmethod
     def from_data(cls, data=None, **kwargs):
@@ -104,16 +108,37 @@ class DistillationMethod(keras.layers.Layer):
         Args:
             teacher_shapes: Dict `{tap: shape}` (batch dimension included).
             student_shapes: Dict `{tap: shape}`.
+
+        Subclasses that override it call it last, to mark the method built.
         """
+        del teacher_shapes, student_shapes
+        self._taps_built = True
         self.built = True
 
-    def call(self, teacher_outputs, student_outputs, labels, sample_indices=None, step=None):
+    def __call__(self, *args, **kwargs):
+        self.require_built()
+        return super().__call__(*args, **kwargs)
+
+    def require_built(self):
+        """Raises unless a method with `needs_tap_shapes` has been built.
+
+        Raises:
+            ValueError: When `build_from_taps` has not run yet.
+        """
+        if self.needs_tap_shapes and not self._taps_built:
+            raise ValueError(
+                f"{type(self).__name__}.build_from_taps(teacher_shapes, student_shapes) must "
+                "run before the method is called; the Distiller does this at construction."
+            )
+
+    def call(self, teacher_outputs, student_outputs, labels=None, sample_indices=None, step=None):
         """Computes the method's loss terms for one batch.
 
         Args:
             teacher_outputs: Dict `{tap: tensor}` of the frozen teacher.
             student_outputs: Dict `{tap: tensor}` of the student.
-            labels: Integer class labels, shape `(batch,)`.
+            labels: Integer class labels, shape `(batch,)`, or `None` for
+                methods that do not use them.
             sample_indices: Dataset indices of the batch samples, shape
                 `(batch,)`, or `None` when the input pipeline carries none.
             step: Number of training steps taken before this one (int64

@@ -18,6 +18,7 @@ from keras import ops
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
+from kerasdistill.models.initializers import torch_bias_initializer, torch_kernel_initializer
 from kerasdistill.ops import distributed
 from kerasdistill.ops.normalize import divide_by_l2_norm
 from kerasdistill.ops.state import gather_rows, scatter_rows
@@ -94,15 +95,6 @@ def _checked_labels(train_labels):
     return labels
 
 
-def _torch_linear_initializers(fan_in):
-    """PyTorch's default `nn.Linear` initialization, `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`."""
-    bound = 1.0 / math.sqrt(fan_in)
-    kernel = keras.initializers.VarianceScaling(
-        scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
-    )
-    return kernel, keras.initializers.RandomUniform(-bound, bound)
-
-
 @register("crd")
 @keras.saving.register_keras_serializable(package="kerasdistill")
 class CRD(DistillationMethod):
@@ -168,6 +160,7 @@ class CRD(DistillationMethod):
     """
 
     uses_sample_indices = True
+    needs_tap_shapes = True
 
     def __init__(
         self,
@@ -233,7 +226,6 @@ class CRD(DistillationMethod):
             "samples_by_class", None if labels is None else np.argsort(labels, kind="stable")
         )
         self.seed_generator = keras.random.SeedGenerator(seed, name="negative_sampler")
-        self._taps_built = False
 
     @classmethod
     def from_data(cls, data=None, **kwargs):
@@ -258,19 +250,17 @@ class CRD(DistillationMethod):
     def build_from_taps(self, teacher_shapes, student_shapes):
         t_dim = self._flat_dim(teacher_shapes[self.teacher_tap], "teacher")
         s_dim = self._flat_dim(student_shapes[self.student_tap], "student")
-        s_kernel, s_bias = _torch_linear_initializers(s_dim)
-        t_kernel, t_bias = _torch_linear_initializers(t_dim)
         self.embed_s = keras.layers.Dense(
             self.feat_dim,
-            kernel_initializer=s_kernel,
-            bias_initializer=s_bias,
+            kernel_initializer=torch_kernel_initializer(),
+            bias_initializer=torch_bias_initializer(s_dim),
             dtype="float32",
             name="embed_s",
         )
         self.embed_t = keras.layers.Dense(
             self.feat_dim,
-            kernel_initializer=t_kernel,
-            bias_initializer=t_bias,
+            kernel_initializer=torch_kernel_initializer(),
+            bias_initializer=torch_bias_initializer(t_dim),
             dtype="float32",
             name="embed_t",
         )
@@ -310,8 +300,7 @@ class CRD(DistillationMethod):
             aggregation="only_first_replica",
             name="z_v2",
         )
-        self._taps_built = True
-        self.built = True
+        super().build_from_taps(teacher_shapes, student_shapes)
 
     def _add_label_table(self, name, values):
         """A constant int32 `(num_samples,)` weight: `values`, or zeros to be loaded."""
@@ -411,11 +400,7 @@ class CRD(DistillationMethod):
             the student and teacher anchors), `z_v1`, `z_v2` (the constants
             used), `loss_student_anchor`, `loss_teacher_anchor` (unweighted).
         """
-        if not self._taps_built:
-            raise ValueError(
-                "CRD.build_from_taps(teacher_shapes, student_shapes) must run before the "
-                "method is called (the Distiller does this at construction)."
-            )
+        self.require_built()
         f_s = ops.cast(student_features, "float32")
         f_t = ops.cast(teacher_features, "float32")
         f_s = ops.reshape(f_s, (ops.shape(f_s)[0], -1))
@@ -484,7 +469,7 @@ class CRD(DistillationMethod):
         rows = divide_by_l2_norm(rows + v * (1.0 - self.momentum))
         scatter_rows(bank, idx, rows)
 
-    def call(self, teacher_outputs, student_outputs, labels, sample_indices=None, step=None):
+    def call(self, teacher_outputs, student_outputs, labels=None, sample_indices=None, step=None):
         if sample_indices is None:
             raise ValueError(
                 "CRD needs each sample's dataset index: the input pipeline must yield "

@@ -156,7 +156,7 @@ class DKD(DistillationMethod):
         ratio = ops.cast(step, "float32") / float(self.warmup_steps)
         return ops.minimum(ratio, 1.0)
 
-    def call(self, teacher_outputs, student_outputs, labels, sample_indices=None, step=None):
+    def call(self, teacher_outputs, student_outputs, labels=None, sample_indices=None, step=None):
         if labels is None:
             raise ValueError("DKD needs the integer class labels of the batch.")
         tckd, nckd = dkd_terms(

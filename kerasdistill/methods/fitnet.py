@@ -5,22 +5,12 @@ teacher's, and the loss is the mean squared error between the regressed student
 map and the teacher map (RepDistiller's `HintLoss`, `nn.MSELoss`).
 """
 
-import math
-
 import keras
 from keras import ops
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
-
-
-def _torch_conv_initializers(fan_in):
-    """PyTorch's default conv initialization, `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`."""
-    bound = 1.0 / math.sqrt(fan_in)
-    kernel = keras.initializers.VarianceScaling(
-        scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
-    )
-    return kernel, keras.initializers.RandomUniform(-bound, bound)
+from kerasdistill.models.initializers import torch_bias_initializer, torch_kernel_initializer
 
 
 def _conv_regressor_layers(student_shape, teacher_shape, name):
@@ -37,7 +27,7 @@ def _conv_regressor_layers(student_shape, teacher_shape, name):
     _, s_h, s_w, s_c = student_shape
     _, t_h, t_w, t_c = teacher_shape
     if s_h == 2 * t_h and s_w == 2 * t_w:
-        kernel, bias = _torch_conv_initializers(9 * s_c)
+        kernel, bias = torch_kernel_initializer(), torch_bias_initializer(9 * s_c)
         return [
             # PyTorch pads 1 on every side; Keras "same" would pad only bottom/right.
             keras.layers.ZeroPadding2D(1, dtype="float32", name=f"{name}_pad"),
@@ -55,7 +45,7 @@ def _conv_regressor_layers(student_shape, teacher_shape, name):
     if 2 * s_h == t_h and 2 * s_w == t_w:
         # Output 2H: "same" crops one row/column on each side, as padding=1 does.
         # PyTorch's fan-in of a transposed conv weight [in, out, 4, 4] is out * 16.
-        kernel, bias = _torch_conv_initializers(16 * t_c)
+        kernel, bias = torch_kernel_initializer(), torch_bias_initializer(16 * t_c)
         return [
             keras.layers.Conv2DTranspose(
                 t_c,
@@ -70,7 +60,7 @@ def _conv_regressor_layers(student_shape, teacher_shape, name):
         ]
     if s_h >= t_h and s_w >= t_w:
         size = (1 + s_h - t_h, 1 + s_w - t_w)
-        kernel, bias = _torch_conv_initializers(size[0] * size[1] * s_c)
+        kernel, bias = torch_kernel_initializer(), torch_bias_initializer(size[0] * size[1] * s_c)
         return [
             keras.layers.Conv2D(
                 t_c,
@@ -113,6 +103,8 @@ class FitNet(DistillationMethod):
             `dtype` defaults to float32 so the loss is computed in float32).
     """
 
+    needs_tap_shapes = True
+
     def __init__(
         self, teacher_tap="feat_2", student_tap="feat_2", weight=100.0, use_relu=True, **kwargs
     ):
@@ -121,7 +113,6 @@ class FitNet(DistillationMethod):
         self.student_tap = student_tap
         self.weight = float(weight)
         self.use_relu = bool(use_relu)
-        self._taps_built = False
 
     def loss_terms(self):
         return ("loss_fitnet",)
@@ -153,8 +144,7 @@ class FitNet(DistillationMethod):
                 f"teacher's {t_shape[1:]}."
             )
         self._teacher_shape = t_shape[1:]
-        self._taps_built = True
-        self.built = True
+        super().build_from_taps(teacher_shapes, student_shapes)
 
     def call(
         self,
@@ -165,11 +155,6 @@ class FitNet(DistillationMethod):
         step=None,
         training=True,
     ):
-        if not self._taps_built:
-            raise ValueError(
-                "FitNet.build_from_taps(teacher_shapes, student_shapes) must run before the "
-                "method is called (the Distiller does this at construction)."
-            )
         f_t = ops.stop_gradient(ops.cast(teacher_outputs[self.teacher_tap], "float32"))
         f_s = ops.cast(student_outputs[self.student_tap], "float32")
         if tuple(f_t.shape[1:]) != self._teacher_shape:

@@ -32,7 +32,7 @@ class KD(DistillationMethod):
     def loss_terms(self):
         return ("loss_kd",)
 
-    def call(self, teacher_outputs, student_outputs, labels, sample_indices=None, step=None):
+    def call(self, teacher_outputs, student_outputs, labels=None, sample_indices=None, step=None):
         loss = kl_divergence_with_temperature(
             student_outputs[LOGITS], teacher_outputs[LOGITS], self.temperature
         )

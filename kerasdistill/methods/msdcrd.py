@@ -180,6 +180,8 @@ class MSDCRD(DistillationMethod):
         **kwargs: Passed to `DistillationMethod`'s Layer base (`name`).
     """
 
+    needs_tap_shapes = True
+
     def __init__(
         self,
         taps=(FEAT_LAST,),
@@ -260,7 +262,6 @@ class MSDCRD(DistillationMethod):
         self.student_classifier = student_classifier
         # Layers given by the caller cannot be serialized; found ones are found again.
         self._given_classifiers = any(has_classifiers)
-        self._taps_built = False
 
     @classmethod
     def every_stage(cls, num_stages, stage_weights=None, **kwargs):
@@ -335,7 +336,6 @@ class MSDCRD(DistillationMethod):
         self.teacher_heads = teacher_heads
         self.student_heads = student_heads
         self._categorized_taps = self._find_categorized_taps(teacher_shapes)
-        self._taps_built = True
         super().build_from_taps(teacher_shapes, student_shapes)
 
     def _find_categorized_taps(self, teacher_shapes):
@@ -406,6 +406,12 @@ class MSDCRD(DistillationMethod):
         elif projection == "channel_pool":
             local = pool_channels(local, self._pooled_width[index])
         return l2_normalize(local)
+
+    def _uses_labels(self):
+        """Whether an option reads the batch's labels."""
+        return self.same_class_pairs != "negatives" or (
+            self.region_categorization != "none" and self.region_reference == "label"
+        )
 
     def _consistent_regions(self, index, teacher_local, teacher_outputs, labels):
         """Which regions the teacher classifies as `region_reference`.
@@ -478,13 +484,13 @@ class MSDCRD(DistillationMethod):
             return weighted_region_mean(per_anchor_loss, region_weights)
         return anchor_weighted_mean(per_anchor_loss, anchor_weights, region_weights)
 
-    def call(self, teacher_outputs, student_outputs, labels, sample_indices=None, step=None):
-        if not self._taps_built:
-            raise RuntimeError(
-                "MSDCRD.build_from_taps(teacher_shapes, student_shapes) must run before the "
-                "first call; the Distiller does this at construction."
+    def call(self, teacher_outputs, student_outputs, labels=None, sample_indices=None, step=None):
+        if labels is None and self._uses_labels():
+            raise ValueError(
+                f"MSDCRD with same_class_pairs={self.same_class_pairs!r} and "
+                f"region_categorization={self.region_categorization!r} needs the batch's labels."
             )
-        global_labels = distributed.all_gather(labels)
+        global_labels = None if labels is None else distributed.all_gather(labels)
         compute_sw = self.beta * self.lambda_sw > 0
         compute_fw = self.beta * self.lambda_fw > 0
         zero = ops.zeros((), "float32")

@@ -7,6 +7,8 @@ fan-out initialization) so that converted checkpoints give the same outputs.
 
 import keras
 
+from kerasdistill.models.initializers import torch_kernel_initializer
+
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # Keras weight of the old value; PyTorch momentum 0.1.
 
@@ -110,9 +112,7 @@ def classifier(x, num_classes, name):
     pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(x)
     return keras.layers.Dense(
         num_classes,
-        kernel_initializer=keras.initializers.VarianceScaling(
-            scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
-        ),
+        kernel_initializer=torch_kernel_initializer(),
         name=name,
     )(pooled)
 

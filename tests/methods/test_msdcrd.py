@@ -367,7 +367,7 @@ def test_shape_errors_are_clear():
         _built(MSDCRD(projection="none"))
     with pytest.raises(ValueError, match="Grid 4x4 is finer than the feature map"):
         _built(MSDCRD(), TEACHER_SHAPE, (6, 2, 2, 32))
-    with pytest.raises(RuntimeError, match="build_from_taps"):
+    with pytest.raises(ValueError, match="build_from_taps"):
         MSDCRD()(
             {"feat_last": _maps(TEACHER_SHAPE, 0)}, {"feat_last": _maps(STUDENT_SHAPE, 0)}, LABELS
         )
@@ -688,3 +688,11 @@ def test_classifier_projection_on_the_pre_pool_map_of_mobilenetv2():
     terms = distiller._loss_terms(images, LABELS, distiller(images, training=True))
     assert np.isfinite(float(terms["loss_msd_sw"])) and np.isfinite(float(terms["loss_msd_fw"]))
     assert method.student_classifier is student.get_layer("classifier.0")
+
+
+def test_labels_are_needed_only_by_the_options_that_read_them():
+    teacher, student = _maps(TEACHER_SHAPE, 0), _maps(STUDENT_SHAPE, 1)
+    label_free = _built(MSDCRD())
+    assert _terms(label_free, teacher, student, labels=None) == _terms(label_free, teacher, student)
+    with pytest.raises(ValueError, match="same_class_pairs='exclude' .* needs the batch's labels"):
+        _terms(_built(MSDCRD(same_class_pairs="exclude")), teacher, student, labels=None)

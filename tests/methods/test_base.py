@@ -1,0 +1,58 @@
+"""What every method inherits from `DistillationMethod`."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+from kerasdistill import methods
+from kerasdistill.methods.base import DistillationMethod
+from kerasdistill.models.initializers import torch_bias_initializer, torch_kernel_initializer
+
+NAMES = ("kd", "fitnet", "at", "crd", "dkd", "msdcrd")
+BUILT_FIRST = {"fitnet", "crd", "msdcrd"}
+
+
+def _method(name):
+    kwargs = {"crd": {"train_labels": np.arange(20) % 4}}.get(name, {})
+    return methods.get(name, **kwargs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_call_signature(name):
+    method = _method(name)
+    base = inspect.signature(DistillationMethod.call)
+    params = list(inspect.signature(type(method).call).parameters.values())
+    # FitNet's regressor has BatchNorm: Keras's `training` argument comes last.
+    if name == "fitnet":
+        assert params[-1].name == "training"
+        params = params[:-1]
+    assert [(p.name, p.default) for p in params] == [
+        (p.name, p.default) for p in base.parameters.values()
+    ]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_under_any_policy_and_one_guard_before_build(name):
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        method = _method(name)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert method.compute_dtype == "float32"
+    assert method.needs_tap_shapes == (name in BUILT_FIRST)
+    if name in BUILT_FIRST:
+        with pytest.raises(ValueError, match=rf"{type(method).__name__}.build_from_taps\("):
+            method({}, {}, labels=None)
+
+
+def test_torch_default_initializers_bound_by_fan_in():
+    fan_in = 48
+    kernel = keras.ops.convert_to_numpy(torch_kernel_initializer()((3, 4, 4, 8)))  # fan-in 48
+    bias = keras.ops.convert_to_numpy(torch_bias_initializer(fan_in)((10_000,)))
+    bound = 1 / np.sqrt(fan_in)
+    for values in (kernel, bias):
+        assert np.abs(values).max() <= bound
+        # Uniform on [-b, b]: standard deviation b / sqrt(3).
+        np.testing.assert_allclose(values.std(), bound / np.sqrt(3), rtol=0.1)
