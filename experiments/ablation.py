@@ -83,7 +83,8 @@ VIT = {
               "warmup_epochs": 0.1, "label_smoothing": 0.1},
 }
 ROWS.update({
-    "vit_student": ("ViT student trained alone (CE)", {**VIT, "mode": "student"}),
+    # The ViT's own baseline; no CNN row is its pair.
+    "vit_student": ("ViT student trained alone (CE)", {**VIT, "mode": "student", "against": None}),
     "vit_linear": (
         "ViT student, MSDCRD with linear heads (128-d)",
         {**VIT, "method": "msdcrd", "msdcrd": {"projection": "linear"}, "against": "vit_student"},
