@@ -73,6 +73,16 @@ ROWS = {
         "MSDCRD, feature-wise negatives that do not overlap the anchor",
         {"method": "msdcrd", "msdcrd": {"feature_negatives": "non_overlapping"}},
     ),
+    "beta_0.5": ("MSDCRD, overall weight beta 0.5", {"method": "msdcrd", "msdcrd": {"beta": 0.5}}),
+    "beta_2": ("MSDCRD, overall weight beta 2", {"method": "msdcrd", "msdcrd": {"beta": 2.0}}),
+    "sw_only": (
+        "MSDCRD, sample-wise term only (lambda_fw 0)",
+        {"method": "msdcrd", "msdcrd": {"lambda_fw": 0.0}},
+    ),
+    "fw_only": (
+        "MSDCRD, feature-wise term only (lambda_sw 0)",
+        {"method": "msdcrd", "msdcrd": {"lambda_sw": 0.0}},
+    ),
 }
 # The heterogeneous pair: the CNN teacher's 8x8x64 last map against a resnet20-sized
 # ViT's 8x8x96 token map, trained with the transformer recipe (AdamW, warm-up + cosine,

@@ -50,3 +50,24 @@ def test_report_only_reads_finished_runs_and_compares_each_row_with_its_own_base
     assert "| 61.20 ± 0.20 | 3 | worse than msdcrd |" in table
     assert "| 48.10 ± 0.14 | 2 | better than vit_linear |" in table
     assert not list(tmp_path.glob("*/seed_*/log.txt")), "report_only must not run anything"
+
+
+@pytest.mark.parametrize(
+    "row", sorted(name for name, (_, spec) in ablation.ROWS.items() if "method" in spec)
+)
+def test_every_row_builds_its_methods_with_the_options_it_names(row):
+    from kerasdistill import methods
+
+    _, spec = ablation.ROWS[row]
+    with flagsaver.flagsaver():
+        flags.FLAGS(["ablation"])
+        command = ablation.row_command(row, seed=0)
+    kwargs = json.loads(next(a for a in command if a.startswith("--method_kwargs="))
+                        .split("=", 1)[1])
+    data = methods.TrainingData(train_labels=[0, 1, 2, 3] * 8, steps_per_epoch=10)
+    method = methods.get(spec["method"], data=data, **kwargs.get(spec["method"], {}))
+    config = method.get_config()
+    for key, value in spec.get("msdcrd", {}).items():
+        expected = list(value) if isinstance(value, (list, tuple)) else value
+        got = list(config[key]) if isinstance(config[key], (list, tuple)) else config[key]
+        assert got == expected, (row, key)
