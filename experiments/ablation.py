@@ -73,9 +73,11 @@ ROWS = {
         "MSDCRD, feature-wise negatives that do not overlap the anchor",
         {"method": "msdcrd", "msdcrd": {"feature_negatives": "non_overlapping"}},
     ),
-    "beta_0.5": ("MSDCRD, overall weight beta 0.5", {"method": "msdcrd", "msdcrd": {"beta": 0.5}}),
-    "beta_2": ("MSDCRD, overall weight beta 2", {"method": "msdcrd", "msdcrd": {"beta": 2.0}}),
-    "beta_4": ("MSDCRD, overall weight beta 4", {"method": "msdcrd", "msdcrd": {"beta": 4.0}}),
+    **{
+        f"beta_{beta:g}": (f"MSDCRD, overall weight beta {beta:g}",
+                           {"method": "msdcrd", "msdcrd": {"beta": beta}})
+        for beta in (0.5, 2.0, 4.0)
+    },
     "sw_only": (
         "MSDCRD, sample-wise term only (lambda_fw 0)",
         {"method": "msdcrd", "msdcrd": {"lambda_fw": 0.0}},

@@ -6,7 +6,8 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from experiments import ablation
+from experiments import ablation, runner
+from experiments import config as run_config
 
 
 def test_verdict_counts_a_difference_only_beyond_twice_the_larger_std():
@@ -52,22 +53,32 @@ def test_report_only_reads_finished_runs_and_compares_each_row_with_its_own_base
     assert not list(tmp_path.glob("*/seed_*/log.txt")), "report_only must not run anything"
 
 
+class _TrainLabels:
+    """The one part of a dataset that building the methods reads."""
+
+    def train_labels(self):
+        return [0, 1, 2, 3] * 8
+
+
 @pytest.mark.parametrize(
     "row", sorted(name for name, (_, spec) in ablation.ROWS.items() if "method" in spec)
 )
-def test_every_row_builds_its_methods_with_the_options_it_names(row):
-    from kerasdistill import methods
-
+def test_every_row_builds_its_methods_with_the_options_it_names(row, tmp_path):
     _, spec = ablation.ROWS[row]
+    teacher = tmp_path / "teacher.keras"
+    teacher.write_bytes(b"")
     with flagsaver.flagsaver():
-        flags.FLAGS(["ablation"])
+        flags.FLAGS(["ablation", f"--teacher_weights={teacher}"])
         command = ablation.row_command(row, seed=0)
-    kwargs = json.loads(next(a for a in command if a.startswith("--method_kwargs="))
-                        .split("=", 1)[1])
-    data = methods.TrainingData(train_labels=[0, 1, 2, 3] * 8, steps_per_epoch=10)
-    method = methods.get(spec["method"], data=data, **kwargs.get(spec["method"], {}))
-    config = method.get_config()
-    for key, value in spec.get("msdcrd", {}).items():
-        expected = list(value) if isinstance(value, (list, tuple)) else value
-        got = list(config[key]) if isinstance(config[key], (list, tuple)) else config[key]
-        assert got == expected, (row, key)
+    args = dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--"))
+    config = run_config.RunConfig(
+        method=args["method"],
+        method_kwargs=run_config.parse_method_kwargs(args["method_kwargs"]),
+        teacher_weights=args["teacher_weights"],
+    )
+    run_config.check_values(config)
+    run_config.check_names(config)
+    [method] = runner.build_methods(config, _TrainLabels(), steps_per_epoch=10)
+    options = spec.get("msdcrd", {})
+    built = json.loads(json.dumps({key: method.get_config()[key] for key in options}))
+    assert built == options
