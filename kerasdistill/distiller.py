@@ -1,52 +1,102 @@
 """The Distiller: a `keras.Model` training a student against a frozen teacher."""
 
+import logging
+
 import keras
 from keras import ops
 
-from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY
-from kerasdistill.methods.base import DistillationMethod
+from kerasdistill import input_checks
+from kerasdistill.methods import registry
 from kerasdistill.models.taps import LOGITS, tap_model
-from kerasdistill.ops import distributed, sparse_cross_entropy
+from kerasdistill.ops import distributed
+from kerasdistill.ops.losses import class_ids, cross_entropy
+from kerasdistill.training.callbacks import StopOnNonFiniteLoss
+
+# Re-exported: the batch keys the Distiller reads.
+from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY  # noqa: F401  isort: skip
+
+logger = logging.getLogger("kerasdistill")
+
+# Loss identifiers that name a cross-entropy: given to `compile` as strings, they
+# are built to read logits.
+_CROSS_ENTROPIES = {
+    "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+    "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+}
 
 
-def _split_inputs(x):
-    """Returns `(images, sample_indices)` from a batch's `x`."""
-    if isinstance(x, dict):
-        if IMAGE_KEY not in x:
-            raise ValueError(
-                f"Dict inputs must hold the images under {IMAGE_KEY!r} (and optionally "
-                f"dataset indices under {INDEX_KEY!r}); got keys {sorted(x)}."
-            )
-        return x[IMAGE_KEY], x.get(INDEX_KEY)
-    return x, None
+def _student_loss(loss, label_smoothing):
+    """The supervised loss `compile(loss=...)` asks for, or `None` for the default."""
+    if loss is None:
+        return None
+    if isinstance(loss, (list, tuple, dict)):
+        raise ValueError(
+            f"Distiller.compile takes one loss for the student's logits; got {loss!r}."
+        )
+    if label_smoothing:
+        raise ValueError(
+            f"Distiller(label_smoothing={label_smoothing}) applies to the default cross-entropy; "
+            "with compile(loss=...), set label smoothing on that loss instead."
+        )
+    if isinstance(loss, str) and loss in _CROSS_ENTROPIES:
+        return _CROSS_ENTROPIES[loss](from_logits=True)
+    loss = keras.losses.get(loss)
+    if getattr(loss, "from_logits", True) is False or (
+        getattr(loss, "_fn_kwargs", {}).get("from_logits", True) is False
+    ):
+        raise ValueError(
+            f"compile(loss={loss!r}) reads probabilities, but the Distiller hands the student's "
+            "logits to its loss; pass it with from_logits=True."
+        )
+    return loss
+
+
+def _image_shape(teacher, student):
+    teacher_shape = input_checks.image_shape(teacher)
+    student_shape = input_checks.image_shape(student)
+    input_checks.check_image_shapes(teacher_shape, student_shape)
+    return teacher_shape or student_shape
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
 class Distiller(keras.Model):
-    """Trains `student` with cross-entropy plus the loss terms of `methods`.
+    """Trains `student` with a supervised loss plus the loss terms of `methods`.
 
     One training step runs the frozen teacher once in inference mode (no
     gradient) and the student once in training mode, each through a tapped
     model returning the feature maps the methods need; each method returns
     named weighted loss terms. The total loss is
-    `ce_weight * CE + sum(method terms) + regularization losses`. Evaluation
-    (`evaluate`, `predict`, `__call__`) runs the student alone.
+    `ce_weight * CE + sum(method terms) + regularization losses`, where CE is
+    the student's cross-entropy (or the loss given to `compile`). `predict`,
+    `evaluate` and `distiller(x)` run the student alone and see its logits.
 
-    Batches are `(images, labels)`, or `({"image": images, "index": idx},
-    labels)` for methods that need each sample's dataset index (CRD).
+    Models may be functional, `keras.Sequential`, `keras.applications` or
+    KerasHub classifiers (their feature maps are found in their graphs, see
+    `kerasdistill.models.taps`; `tap_layers` says which layer each tap
+    reads), or subclassed models for methods that only read logits. A model
+    ending in a softmax is read before it. Batches are `(images, labels)`,
+    or `({"image": images, "index": idx}, labels)` for methods that need each
+    sample's dataset index (CRD); labels are class ids or one-hot rows.
 
     Args:
-        teacher: Functional `keras.Model` mapping images to logits; frozen.
-        student: Functional `keras.Model` mapping images to logits.
-        methods: A `DistillationMethod`, a list of them, or `None` (the
-            student alone, trained with cross-entropy).
-        ce_weight: Weight of the cross-entropy term.
-        teacher_taps: Optional dict `{tap: layer_name}` renaming taps of the
-            teacher (for models outside the zoo).
+        teacher: A trained `keras.Model` mapping images to logits; frozen.
+        student: A `keras.Model` mapping the same images to as many classes.
+        methods: A method, a name (`"kd"`), comma-separated names
+            (`"kd,msdcrd"`), a config dict, a list of these, or `None` (the
+            student alone); see `kerasdistill.methods.get`.
+        ce_weight: Weight of the supervised term.
+        teacher_taps: Optional dict `{tap: layer_name}` naming the layer a tap
+            reads in the teacher (overrides what is found).
         student_taps: Same for the student.
-        label_smoothing: Label smoothing `e` in `[0, 1)` of the training
-            cross-entropy (evaluation scores plain cross-entropy).
+        label_smoothing: Label smoothing `e` in `[0, 1)` of the default
+            training cross-entropy (evaluation scores plain cross-entropy).
         **kwargs: Passed to `keras.Model` (`name`).
+
+    Raises:
+        TypeError: If a model is not a `keras.Model`, or a method argument
+            is misspelled.
+        ValueError: For the same model as teacher and student, different
+            class counts or image shapes, or a tap that cannot be found.
     """
 
     def __init__(
@@ -63,30 +113,38 @@ class Distiller(keras.Model):
         super().__init__(**kwargs)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
-        if methods is None:
-            methods = []
-        elif isinstance(methods, DistillationMethod):
-            methods = [methods]
-        for method in methods:
-            if not isinstance(method, DistillationMethod):
-                raise TypeError(
-                    f"Each method must be a kerasdistill DistillationMethod; got {method!r}."
-                )
+        input_checks.check_models(teacher, student)
+        methods = registry.get_list(methods)
         self.teacher = teacher
         self.student = student
-        self.methods = list(methods)
+        self.methods = methods
         self.ce_weight = float(ce_weight)
         self.label_smoothing = float(label_smoothing)
         self.teacher_tap_renames = dict(teacher_taps or {})
         self.student_tap_renames = dict(student_taps or {})
+        self.student_loss = None
         self.teacher.trainable = False
 
+        self.image_shape = _image_shape(teacher, student)
         self._teacher_taps = tap_model(
-            teacher, self._tap_spec(teacher_taps, [t for m in methods for t in m.teacher_taps])
+            teacher,
+            self._tap_spec(teacher_taps, [t for m in methods for t in m.teacher_taps]),
+            self.image_shape,
         )
         self._student_taps = tap_model(
-            student, self._tap_spec(student_taps, [t for m in methods for t in m.student_taps])
+            student,
+            self._tap_spec(student_taps, [t for m in methods for t in m.student_taps]),
+            self.image_shape,
         )
+        input_checks.check_class_counts(
+            self._teacher_taps.output[LOGITS], self._student_taps.output[LOGITS]
+        )
+        self.num_classes = int(self._student_taps.output[LOGITS].shape[-1])
+        self.tap_layers = {
+            "teacher": dict(self._teacher_taps.tap_layers),
+            "student": dict(self._student_taps.tap_layers),
+        }
+        self._log_taps()
         teacher_shapes = {k: v.shape for k, v in self._teacher_taps.output.items()}
         student_shapes = {k: v.shape for k, v in self._student_taps.output.items()}
         for method in self.methods:
@@ -123,9 +181,121 @@ class Distiller(keras.Model):
         renames = renames or {}
         return {tap: renames.get(tap, tap) for tap in dict.fromkeys(taps)}
 
+    def _log_taps(self):
+        for role, tapped in (("teacher", self._teacher_taps), ("student", self._student_taps)):
+            if tapped.softmax_layer:
+                logger.warning(
+                    "The %s ends in a softmax (%s); it is distilled from the logits before it.",
+                    role, tapped.softmax_layer,
+                )
+        logger.info(
+            "Distiller taps: teacher %s; student %s.",
+            self.tap_layers["teacher"], self.tap_layers["student"],
+        )
+
+    def _uses_sample_indices(self):
+        return [type(m).__name__ for m in self.methods if m.uses_sample_indices]
+
+    def _images(self, x):
+        needs = self._uses_sample_indices()
+        return input_checks.split_images(x, bool(needs), needs)
+
     def call(self, inputs, training=None):
-        images, _ = _split_inputs(inputs)
-        return self._student_taps(images, training=training)
+        """Runs the student.
+
+        Returns:
+            The student's logits; in training mode, the dict of its taps that
+            the training step reads (`"logits"` and the methods' feature maps).
+        """
+        images, _ = input_checks.split_images(inputs, False, ())
+        outputs = self._student_taps(images, training=training)
+        return outputs if training else outputs[LOGITS]
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """Configures training, as `keras.Model.compile`.
+
+        Args:
+            optimizer: The student's optimizer. A step whose loss or gradients
+                are not finite is skipped (a `LossScaleOptimizer` of fixed
+                scale 1 wraps it, unless the dtype policy already has one),
+                and `fit` then stops with the step and term named.
+            loss: The student's supervised loss on its logits (default:
+                softmax cross-entropy of class ids or one-hot labels, with
+                `label_smoothing`). Cross-entropy names given as strings are
+                built with `from_logits=True`; a loss instance reading
+                probabilities is refused.
+            metrics: Metrics of the student's logits (`"accuracy"`, ...).
+            **kwargs: Other `keras.Model.compile` arguments (`loss_weights`
+                is refused: see `ce_weight` and each method's weight).
+        """
+        if kwargs.get("loss_weights") is not None:
+            raise ValueError(
+                "Distiller.compile does not take loss_weights: weight the supervised term with "
+                "Distiller(ce_weight=...) and each method with its own weight argument."
+            )
+        self.student_loss = _student_loss(loss, self.label_smoothing)
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # Scale 1 that never grows: on finite steps exactly the inner
+            # optimizer; on a non-finite step no variable is written.
+            self.optimizer = keras.optimizers.LossScaleOptimizer(
+                self.optimizer, initial_scale=1.0, dynamic_growth_steps=2**31 - 1
+            )
+
+    def fit(self, x=None, y=None, **kwargs):
+        """Trains the student, as `keras.Model.fit`, after checking the first batch.
+
+        The first batch (all of it for arrays; not for generators, which
+        cannot be read ahead) is checked before any weight changes: image
+        shape and finite values, the image key and sample indices of dict
+        inputs, labels as class ids in range or one-hot rows, and logits that
+        are not already probabilities. `StopOnNonFiniteLoss` is added to the
+        callbacks.
+
+        Raises:
+            ValueError: For `class_weight` or `sample_weight` (distillation
+                terms are batch-level: resample the data instead), or a bad
+                first batch (the message names the value).
+        """
+        for name in ("class_weight", "sample_weight"):
+            if kwargs.get(name) is not None:
+                raise ValueError(
+                    f"Distiller.fit does not apply {name}: distillation terms are computed over "
+                    "the batch, not per sample; resample or reweight the data instead."
+                )
+        batch = input_checks.first_batch(x, y)
+        if batch is not None:
+            self._check_batch(*batch)
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
+            callbacks.append(StopOnNonFiniteLoss())
+        return super().fit(x, y, callbacks=callbacks, **kwargs)
+
+    def _check_batch(self, x, y, sample_weight):
+        self._refuse_sample_weight(sample_weight)
+        images, _ = self._images(x)
+        input_checks.check_images(images, self.image_shape)
+        input_checks.check_labels(y, self.num_classes)
+        probe = images[:8]
+        input_checks.check_not_probabilities(
+            "teacher", self._teacher_taps(probe, training=False)[LOGITS]
+        )
+        input_checks.check_not_probabilities(
+            "student", self._student_taps(probe, training=False)[LOGITS]
+        )
+
+    @staticmethod
+    def _refuse_sample_weight(sample_weight):
+        if sample_weight is not None:
+            raise ValueError(
+                "Distiller.fit does not apply sample weights: distillation terms are computed "
+                "over the batch, not per sample; resample or reweight the data instead."
+            )
+
+    def _supervised_loss(self, y, logits, training):
+        if self.student_loss is not None:
+            return ops.cast(self.student_loss(y, logits), "float32")
+        return cross_entropy(y, logits, self.label_smoothing if training else 0.0)
 
     def _loss_terms(self, x, y, student_outputs):
         """Runs the frozen teacher and the methods; returns the weighted terms.
@@ -134,20 +304,21 @@ class Distiller(keras.Model):
         (a mean over its shard, or a value the method computed from features
         gathered over all replicas).
         """
-        ce = sparse_cross_entropy(y, student_outputs[LOGITS], self.label_smoothing)
-        terms = {"loss_ce": self.ce_weight * ce}
+        logits = student_outputs[LOGITS]
+        terms = {"loss_ce": self.ce_weight * self._supervised_loss(y, logits, training=True)}
         if not self.methods:
             return terms
-        images, sample_indices = _split_inputs(x)
+        images, sample_indices = self._images(x)
         teacher_outputs = self._teacher_taps(images, training=False)
         teacher_outputs = {k: ops.stop_gradient(v) for k, v in teacher_outputs.items()}
         step = ops.convert_to_tensor(self.training_steps)
+        labels = class_ids(y, logits)
         for method in self.methods:
             terms.update(
                 method(
                     teacher_outputs,
                     student_outputs,
-                    labels=y,
+                    labels=labels,
                     sample_indices=sample_indices,
                     step=step,
                 )
@@ -166,17 +337,18 @@ class Distiller(keras.Model):
             self._loss_trackers[name].update_state(value)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The loss of Keras's own train step (used on the JAX backend).
+        """The loss of Keras's own train and test steps (used on JAX and PyTorch).
 
         Returns:
             The total loss divided by the number of replicas (the share of a
             replica, as Keras's own losses return it).
         """
+        self._refuse_sample_weight(sample_weight)
         if not training:
-            # Evaluation scores the student alone: plain, unweighted cross-entropy.
-            ce = sparse_cross_entropy(y, y_pred[LOGITS])
-            self._loss_trackers["loss_ce"].update_state(ce)
-            return distributed.scale_for_replicas(ce)
+            # Evaluation scores the student alone: the plain supervised loss.
+            loss = self._supervised_loss(y, y_pred, training=False)
+            self._loss_trackers["loss_ce"].update_state(loss)
+            return distributed.scale_for_replicas(loss)
         terms = self._loss_terms(x, y, y_pred)
         self._record_terms(terms)
         self.training_steps.assign_add(1)
@@ -191,7 +363,7 @@ class Distiller(keras.Model):
         (contrastive ones from features gathered over all replicas), the
         total is divided by the number of replicas before the gradient (the
         optimizer sums gradients over replicas), and the step counter and
-        method state advance once. On JAX, Keras's stateless step calls
+        method state advance once. On JAX and PyTorch, Keras's own step calls
         `compute_loss`, which computes the same terms.
         """
         if keras.backend.backend() != "tensorflow":
@@ -199,7 +371,8 @@ class Distiller(keras.Model):
         import tensorflow as tf
 
         (data,) = args
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._refuse_sample_weight(sample_weight)
         with tf.GradientTape() as tape:
             student_outputs = self(x, training=True)
             terms = self._loss_terms(x, y, student_outputs)
@@ -218,24 +391,26 @@ class Distiller(keras.Model):
         """Scores the student alone; reports only what evaluation computes.
 
         Returns:
-            Logs with `loss` and `loss_ce` (plain cross-entropy) and the
+            Logs with `loss` and `loss_ce` (the plain supervised loss) and the
             compiled metrics. On TensorFlow the distillation terms, which
             evaluation does not compute, are left out.
         """
         if keras.backend.backend() != "tensorflow":
             return super().test_step(*args, **kwargs)
         (data,) = args
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        student_outputs = self(x, training=False)
-        ce = sparse_cross_entropy(y, student_outputs[LOGITS])
-        batch_size = ops.shape(y)[0]
-        self._loss_tracker.update_state(ce, sample_weight=batch_size)
-        self._loss_trackers["loss_ce"].update_state(ce, sample_weight=batch_size)
-        logs = self.compute_metrics(x, y, student_outputs)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._refuse_sample_weight(sample_weight)
+        logits = self(x, training=False)
+        loss = self._supervised_loss(y, logits, training=False)
+        batch_size = ops.shape(logits)[0]
+        self._loss_tracker.update_state(loss, sample_weight=batch_size)
+        self._loss_trackers["loss_ce"].update_state(loss, sample_weight=batch_size)
+        logs = self.compute_metrics(x, y, logits)
         return {k: v for k, v in logs.items() if k == "loss_ce" or k not in self._loss_trackers}
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, y, y_pred[LOGITS], sample_weight)
+        logits = y_pred[LOGITS] if isinstance(y_pred, dict) else y_pred
+        return super().compute_metrics(x, y, logits, sample_weight)
 
     def get_config(self):
         return {

@@ -1,9 +1,14 @@
 """The one interface every distillation method implements."""
 
 import dataclasses
+import difflib
+import inspect
 
 import keras
 import numpy as np
+
+# Keyword arguments of `keras.layers.Layer` a method accepts (what its config holds).
+_LAYER_KWARGS = ("name", "dtype", "trainable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +61,7 @@ class DistillationMethod(keras.layers.Layer):
     needs_tap_shapes = False
 
     def __init__(self, teacher_taps, student_taps, **kwargs):
+        self._check_keyword_arguments(kwargs)
         # Losses compute in float32 under any mixed-precision policy: Keras
         # casts the (float16 / bfloat16) inputs up before `call`.
         kwargs.setdefault("dtype", "float32")
@@ -63,6 +69,24 @@ class DistillationMethod(keras.layers.Layer):
         self.teacher_taps = tuple(teacher_taps)
         self.student_taps = tuple(student_taps)
         self._taps_built = False
+
+    def _check_keyword_arguments(self, kwargs):
+        """Raises a `TypeError` naming a misspelled argument and the closest accepted one."""
+        unknown = [key for key in kwargs if key not in _LAYER_KWARGS]
+        if not unknown:
+            return
+        own = [
+            name
+            for name, p in inspect.signature(type(self).__init__).parameters.items()
+            if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        accepted = own + list(_LAYER_KWARGS)
+        close = difflib.get_close_matches(unknown[0], accepted, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise TypeError(
+            f"{type(self).__name__} got an unexpected argument {unknown[0]!r}{hint} "
+            f"It accepts: {', '.join(accepted)}."
+        )
 
     @classmethod
     def from_data(cls, data=None, **kwargs):

@@ -116,12 +116,16 @@ class MSDCRD(DistillationMethod):
             / `student_taps` renames map them to layers). Default: the last
             feature map before pooling.
         tap_weights: One weight per tap (default: 1.0 each).
-        scales: Pooling scales. With `pooling="grid"`, grid sizes `g` (a
-            `g x g` grid of cells, adaptive where `g` does not divide the
-            map); with `"overlapping"`, `(window, stride)` pairs, each an int
-            (pixels) or a float fraction of the map side. See
-            `kerasdistill.ops.multiscale`. `"auto"` (grid pooling only): per
-            tap, the grids 1, 2, 4 that fit both maps (`fitting_grids`).
+        scales: Pooling scales. `"auto"` (default, grid pooling only): per
+            tap, the grids 1, 2, 4 that fit both maps (`fitting_grids`): 1, 2
+            and 4 on 4x4 maps and larger (CIFAR's 8x8, ImageNet's 7x7), 1 and 2
+            on the 2x2 maps of a 64 px input. With `pooling="grid"`, grid sizes
+            `g` (a `g x g` grid of cells, adaptive where `g` does not divide
+            the map); with `"overlapping"`, `(window, stride)` pairs, each an
+            int (pixels) or a float fraction of the map side. See
+            `kerasdistill.ops.multiscale`. Regions are relative boxes, so a
+            teacher's and a student's maps of different sizes give matching
+            regions.
         pooling: `"grid"` or `"overlapping"`.
         projection: How local features reach a common space: `"auto"`
             (default: `"none"` for a tap whose teacher and student channel
@@ -186,7 +190,7 @@ class MSDCRD(DistillationMethod):
         self,
         taps=(FEAT_LAST,),
         tap_weights=None,
-        scales=(1, 2, 4),
+        scales=AUTO_SCALES,
         pooling=GRID,
         projection="auto",
         projection_dim=128,
@@ -289,7 +293,6 @@ class MSDCRD(DistillationMethod):
                 raise ValueError(f"MSDCRD.every_stage sets {name}; got {name}={kwargs[name]!r}.")
         if stage_weights is None:
             stage_weights = (1.0 / num_stages,) * num_stages
-        kwargs.setdefault("scales", AUTO_SCALES)
         taps = tuple(f"feat_{k}" for k in range(1, num_stages + 1))
         return cls(taps=taps, tap_weights=stage_weights, **kwargs)
 

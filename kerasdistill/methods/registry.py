@@ -1,5 +1,7 @@
 """Name -> class registry of distillation methods (the `--method` flag)."""
 
+import difflib
+
 _METHODS = {}
 
 
@@ -27,15 +29,22 @@ def method_class(name):
         ValueError: Listing the available names when `name` is unknown.
     """
     if name not in _METHODS:
-        raise ValueError(f"Unknown method {name!r}. Available methods: {', '.join(available())}.")
+        close = difflib.get_close_matches(str(name).lower(), available(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"Unknown method {name!r}.{hint} Available methods: {', '.join(available())}."
+        )
     return _METHODS[name]
 
 
 def get(identifier, data=None, **kwargs):
-    """Instantiates a method by name.
+    """Returns a method from a name, a config dict or an instance, like Keras's `*.get`.
 
     Args:
-        identifier: A registered method name (see `available()`).
+        identifier: A registered method name (see `available()`), a dict
+            `{"name": ..., **hyper_parameters}` or a Keras config dict
+            (`{"class_name": ..., "config": ...}`), or a
+            `DistillationMethod` (returned as is).
         data: A `TrainingData` telling the method what it needs of the
             training set (CRD: the labels; DKD: steps per epoch for
             `warmup_epochs`), or `None`.
@@ -43,5 +52,51 @@ def get(identifier, data=None, **kwargs):
 
     Returns:
         A `DistillationMethod` instance.
+
+    Raises:
+        ValueError: For an unknown name (the closest one suggested).
+        TypeError: For an identifier of another type, or a misspelled
+            hyper-parameter (the closest one suggested).
     """
+    from kerasdistill.methods.base import DistillationMethod
+
+    if isinstance(identifier, DistillationMethod):
+        if kwargs:
+            raise TypeError(f"Hyper-parameters {sorted(kwargs)} given with a method instance.")
+        return identifier
+    if isinstance(identifier, dict) and "class_name" in identifier:
+        import keras
+
+        return keras.saving.deserialize_keras_object(identifier)
+    if isinstance(identifier, dict):
+        config = dict(identifier)
+        if "name" not in config:
+            raise ValueError(f"A method dict needs a 'name' key (one of {available()}); got {identifier!r}.")
+        return get(config.pop("name"), data=data, **config, **kwargs)
+    if not isinstance(identifier, str):
+        raise TypeError(
+            f"A method is a name ({', '.join(available())}), a dict or a DistillationMethod; "
+            f"got {identifier!r}."
+        )
     return method_class(identifier).from_data(data, **kwargs)
+
+
+def get_list(identifiers, data=None):
+    """Returns the methods of a Distiller from what a user may write.
+
+    Args:
+        identifiers: `None` (no method), one identifier accepted by `get`, a
+            comma-separated string of names (`"kd,msdcrd"`), or a list of
+            identifiers.
+        data: A `TrainingData`, passed to the methods built from names.
+
+    Returns:
+        A list of `DistillationMethod` instances.
+    """
+    if identifiers is None:
+        return []
+    if isinstance(identifiers, str):
+        identifiers = [name.strip() for name in identifiers.split(",") if name.strip()]
+    elif not isinstance(identifiers, (list, tuple)):
+        identifiers = [identifiers]
+    return [get(identifier, data=data) for identifier in identifiers]

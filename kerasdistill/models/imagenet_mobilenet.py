@@ -11,9 +11,10 @@ conv-BN-ReLU, 1x1 conv-BN-ReLU) with output widths and strides
 224x224 input ends at 1024x7x7; the average pool is global here, which is the
 same at 224 (mdistiller only runs 224).
 
-Layer names are mdistiller's module paths: the blocks are the entries of the
-`model` Sequential (`model.0.0` is the stem conv, `model.3.4` the pointwise BN
-of block 3) and the classifier is `fc`, so its checkpoints load by name
+Layer names are mdistiller's module paths with `.` replaced by `_`: the blocks
+are the entries of the `model` Sequential (`model_0_0` is the stem conv
+`model.0.0`, `model_3_4` the pointwise BN `model.3.4` of block 3) and the
+classifier is `fc`, so its checkpoints load by name
 (`kerasdistill.models.from_torchvision_checkpoint`).
 
 Feature taps: `feat_0` (stem output, 112x112), `feat_1`..`feat_4` (outputs of
@@ -32,7 +33,7 @@ from kerasdistill.models import layers as L
 from kerasdistill.models.registry import register
 
 STEM_FILTERS = 32
-# (output channels, stride) of the depthwise-separable blocks `model.1` ... `model.13`.
+# (output channels, stride) of the depthwise-separable blocks `model_1` ... `model_13`.
 BLOCKS = (
     (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
     (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
@@ -42,10 +43,10 @@ STAGE_ENDS = {3: 1, 5: 2, 11: 3, 13: 4}
 
 
 def _conv_dw(x, filters, stride, name, preact_name=None, out_name=None):
-    x = L.conv_bn(x, None, 3, stride, conv_name=f"{name}.0", bn_name=f"{name}.1")
+    x = L.conv_bn(x, None, 3, stride, conv_name=f"{name}_0", bn_name=f"{name}_1")
     x = L.conv_bn(
         x, filters, 1, activate=False,
-        conv_name=f"{name}.3", bn_name=f"{name}.4", out_name=preact_name,
+        conv_name=f"{name}_3", bn_name=f"{name}_4", out_name=preact_name,
     )
     return L.relu(x, name=out_name)
 
@@ -63,12 +64,12 @@ def mobilenet_v1(num_classes=1000, input_shape=(224, 224, 3), name="MobileNetV1"
     """
     inputs = keras.Input(input_shape, name="images")
     x = L.conv_bn(
-        inputs, STEM_FILTERS, 3, 2, conv_name="model.0.0", bn_name="model.0.1", out_name="feat_0"
+        inputs, STEM_FILTERS, 3, 2, conv_name="model_0_0", bn_name="model_0_1", out_name="feat_0"
     )
     for index, (filters, stride) in enumerate(BLOCKS, start=1):
         stage = STAGE_ENDS.get(index)
         x = _conv_dw(
-            x, filters, stride, name=f"model.{index}",
+            x, filters, stride, name=f"model_{index}",
             preact_name=f"preact_{stage}" if stage else None,
             out_name=f"feat_{stage}" if stage else None,
         )

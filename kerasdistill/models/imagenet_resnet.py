@@ -10,9 +10,9 @@ gives feature maps of 112 (stem), 56, 28, 14 and 7 pixels. Trainable
 parameters with 1000 classes: 11,689,512, 21,797,672 and 25,557,032, as
 torchvision's model cards state.
 
-Layer names are torchvision's module paths (`layer1.0.conv1`,
-`layer2.0.downsample.0`, `fc`, ...), so its published state dicts load by
-name (`kerasdistill.models.from_torchvision_checkpoint`). The zoo names are
+Layer names are torchvision's module paths with `.` replaced by `_`
+(`layer1_0_conv1`, `layer2_0_downsample_0`, `fc`, ...), so its published state
+dicts load by name (`kerasdistill.models.from_torchvision_checkpoint`). The zoo names are
 "ResNet18", "ResNet34" and "ResNet50_imagenet" ("ResNet50" is the CIFAR
 ResNet-50 of RepDistiller).
 
@@ -45,7 +45,7 @@ def _max_pool(x):
     # ReLU output (>= 0) and every window holds real pixels, so zero padding
     # followed by a "valid" pool gives the same maxima on the same grid (Keras
     # "same" would pad only the bottom/right and shift the grid).
-    x = keras.layers.ZeroPadding2D(1, name="maxpool.pad")(x)
+    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
     return keras.layers.MaxPooling2D(3, 2, padding="valid", name="maxpool")(x)
 
 
@@ -84,7 +84,7 @@ def imagenet_resnet(block, num_blocks, num_classes=1000, input_shape=(224, 224, 
                 x,
                 STEM_FILTERS * 2 ** (stage - 1),
                 stride=2 if i == 0 and stage > 1 else 1,
-                name=f"layer{stage}.{i}",
+                name=f"layer{stage}_{i}",
                 preact_name=f"preact_{stage}" if last else None,
                 out_name=f"feat_{stage}" if last else None,
             )

@@ -33,7 +33,7 @@ def _pytorch_padding(x, kernel_size, stride, name):
     """
     pad = kernel_size // 2
     if pad and stride > 1:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}.pad" if name else None)(x)
+        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad" if name else None)(x)
         return x, "valid"
     return x, "same"
 
@@ -52,7 +52,9 @@ def conv2d(x, filters, kernel_size, stride=1, groups=1, use_bias=False, name=Non
         stride: Convolution stride.
         groups: Number of channel groups.
         use_bias: Whether the convolution has a bias.
-        name: Layer name (the PyTorch module path, so weights convert by name).
+        name: Layer name (the PyTorch module path with `.` replaced by `_`,
+            so weights convert by name; a stride-2 conv's padding layer is
+            `{name}_pad`).
 
     Returns:
         The output tensor.
@@ -126,7 +128,7 @@ def depthwise_conv2d(x, kernel_size, stride=1, name=None):
         x: Input tensor, NHWC.
         kernel_size: Square kernel size.
         stride: Convolution stride.
-        name: Layer name (the PyTorch module path).
+        name: Layer name (the PyTorch module path with `.` replaced by `_`).
 
     Returns:
         The output tensor, with as many channels as `x`.
@@ -178,7 +180,7 @@ def conv_bn(x, filters, kernel_size, stride=1, groups=1, use_bias=False, activat
 def tap(x, name):
     """Names a tensor with an identity layer, for a feature tap.
 
-    Used where the natural layer keeps its PyTorch name for weight conversion.
+    Used where the natural layer keeps its PyTorch-derived name for weight conversion.
 
     Args:
         x: Any tensor.
@@ -201,14 +203,14 @@ def avg_pool2d(x, pool_size, stride, name=None):
         x: Input tensor, NHWC.
         pool_size: Square window size.
         stride: Pooling stride.
-        name: Name of the pooling layer.
+        name: Name of the pooling layer (its padding layer is `{name}_pad`).
 
     Returns:
         The pooled tensor.
     """
     pad = pool_size // 2
     if pad:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}.pad" if name else None)(x)
+        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad" if name else None)(x)
     return keras.layers.AveragePooling2D(pool_size, stride, padding="valid", name=name)(x)
 
 

@@ -18,14 +18,14 @@ from kerasdistill.models.tokens import NORM_EPSILON, mlp, patch_embedding, resid
 
 def _mixer_block(tokens_mlp_dim, channels_mlp_dim):
     def block(tokens, drop_rate, name):
-        x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=f"{name}.norm1")(tokens)
-        x = keras.layers.Permute((2, 1), name=f"{name}.to_channels")(x)
-        x = mlp(x, tokens_mlp_dim, name=f"{name}.token_mlp")
-        x = keras.layers.Permute((2, 1), name=f"{name}.to_tokens")(x)
-        tokens = residual(tokens, x, drop_rate, name=f"{name}.add1")
-        x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=f"{name}.norm2")(tokens)
-        x = mlp(x, channels_mlp_dim, name=f"{name}.channel_mlp")
-        return residual(tokens, x, drop_rate, name=f"{name}.add2")
+        x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=f"{name}_norm1")(tokens)
+        x = keras.layers.Permute((2, 1), name=f"{name}_to_channels")(x)
+        x = mlp(x, tokens_mlp_dim, name=f"{name}_token_mlp")
+        x = keras.layers.Permute((2, 1), name=f"{name}_to_tokens")(x)
+        tokens = residual(tokens, x, drop_rate, name=f"{name}_add1")
+        x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=f"{name}_norm2")(tokens)
+        x = mlp(x, channels_mlp_dim, name=f"{name}_channel_mlp")
+        return residual(tokens, x, drop_rate, name=f"{name}_add2")
 
     return block
 

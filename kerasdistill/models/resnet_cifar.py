@@ -1,9 +1,10 @@
 """CIFAR ResNets of the RepDistiller reference (resnet8 ... resnet110, x4 variants).
 
-Layer names follow the PyTorch module paths (`layer1.0.conv1`, `fc`, ...) so that
-checkpoints convert by name. Feature taps: `feat_0` (stem), `feat_1`..`feat_3`
-(stage outputs after the last ReLU), `preact_1`..`preact_3` (the same before
-that ReLU), `pooled` and the logits (model output).
+Layer names follow the PyTorch module paths with `.` replaced by `_`
+(`layer1_0_conv1` for `layer1.0.conv1`, `fc`, ...) so that checkpoints convert
+by name. Feature taps: `feat_0` (stem), `feat_1`..`feat_3` (stage outputs after
+the last ReLU), `preact_1`..`preact_3` (the same before that ReLU), `pooled`
+and the logits (model output).
 """
 
 import keras
@@ -14,14 +15,14 @@ from kerasdistill.models.registry import register
 
 def _basic_block(x, planes, stride, name, preact_name=None, out_name=None):
     in_planes = x.shape[-1]
-    out = L.conv2d(x, planes, 3, stride, name=f"{name}.conv1")
-    out = L.relu(L.batch_norm(out, name=f"{name}.bn1"))
-    out = L.conv2d(out, planes, 3, 1, name=f"{name}.conv2")
-    out = L.batch_norm(out, name=f"{name}.bn2")
+    out = L.conv2d(x, planes, 3, stride, name=f"{name}_conv1")
+    out = L.relu(L.batch_norm(out, name=f"{name}_bn1"))
+    out = L.conv2d(out, planes, 3, 1, name=f"{name}_conv2")
+    out = L.batch_norm(out, name=f"{name}_bn2")
     shortcut = x
     if stride != 1 or in_planes != planes:
-        shortcut = L.conv2d(x, planes, 1, stride, name=f"{name}.downsample.0")
-        shortcut = L.batch_norm(shortcut, name=f"{name}.downsample.1")
+        shortcut = L.conv2d(x, planes, 1, stride, name=f"{name}_downsample_0")
+        shortcut = L.batch_norm(shortcut, name=f"{name}_downsample_1")
     out = keras.layers.Add(name=preact_name)([out, shortcut])
     return L.relu(out, name=out_name)
 
@@ -53,7 +54,7 @@ def cifar_resnet(depth, filters, num_classes=100, input_shape=(32, 32, 3), name=
                 x,
                 filters[stage],
                 stride if i == 0 else 1,
-                name=f"layer{stage}.{i}",
+                name=f"layer{stage}_{i}",
                 preact_name=f"preact_{stage}" if last else None,
                 out_name=f"feat_{stage}" if last else None,
             )

@@ -7,7 +7,8 @@ a grouped 1x1 conv-BN. The first block of a stage has stride 2 and
 concatenates `[branch, avgpool(x)]`; the others add `x`; a ReLU follows. As in
 the reference, a block whose input has 24 channels (the very first one) uses
 one group in its first conv and no shuffle. Layer names follow the PyTorch
-module paths (`layer1.0.conv1`, `layer1.0.shortcut.0`, `linear`, ...).
+module paths with `.` replaced by `_` (`layer1_0_conv1`, `layer1_0_shortcut_0`,
+`linear`, ...).
 
 Feature taps: `feat_0` (stem), `feat_1`..`feat_3` (stage outputs after the
 last ReLU), `preact_1`..`preact_3` (the same before it), `pooled`.
@@ -25,17 +26,17 @@ def _bottleneck(x, out_planes, stride, groups, name, preact_name=None, out_name=
     first_groups = 1 if x.shape[-1] == 24 else groups
     mid_planes = out_planes // 4
     out = L.conv_bn(
-        x, mid_planes, 1, groups=first_groups, conv_name=f"{name}.conv1", bn_name=f"{name}.bn1"
+        x, mid_planes, 1, groups=first_groups, conv_name=f"{name}_conv1", bn_name=f"{name}_bn1"
     )
     if first_groups > 1:
-        out = L.ChannelShuffle(first_groups, name=f"{name}.shuffle1")(out)
-    out = L.conv_bn(out, None, 3, stride, conv_name=f"{name}.conv2", bn_name=f"{name}.bn2")
+        out = L.ChannelShuffle(first_groups, name=f"{name}_shuffle1")(out)
+    out = L.conv_bn(out, None, 3, stride, conv_name=f"{name}_conv2", bn_name=f"{name}_bn2")
     out = L.conv_bn(
         out, out_planes, 1, groups=groups, activate=False,
-        conv_name=f"{name}.conv3", bn_name=f"{name}.bn3",
+        conv_name=f"{name}_conv3", bn_name=f"{name}_bn3",
     )
     if stride == 2:
-        shortcut = L.avg_pool2d(x, 3, 2, name=f"{name}.shortcut.0")
+        shortcut = L.avg_pool2d(x, 3, 2, name=f"{name}_shortcut_0")
         preact = keras.layers.Concatenate(name=preact_name)([out, shortcut])
     else:
         preact = keras.layers.Add(name=preact_name)([out, x])
@@ -67,7 +68,7 @@ def shufflenet_v1(out_planes=(240, 480, 960), num_blocks=(4, 8, 4), groups=3,
                 planes - x.shape[-1] if i == 0 else planes,
                 stride=2 if i == 0 else 1,
                 groups=groups,
-                name=f"layer{stage}.{i}",
+                name=f"layer{stage}_{i}",
                 preact_name=f"preact_{stage}" if last else None,
                 out_name=f"feat_{stage}" if last else None,
             )

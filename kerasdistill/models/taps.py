@@ -1,136 +1,420 @@
-"""Feature taps: one forward of a functional model returning named intermediate tensors.
+"""Feature taps: one forward of a model returning named intermediate tensors.
 
-A tap is a name a distillation method asks for. For any functional Keras model a
-tap is a layer name (its output tensor) or an alias mapped to a layer name.
-Three names are special:
+A tap is a name a distillation method asks for. Any model whose graph Keras
+records (functional models, `keras.Sequential`, `keras.applications`,
+KerasHub classifiers, nested models included) has these taps, found in its
+graph rather than named by hand:
 
-- `"logits"`: the model's output.
-- `"feat_last"`: the zoo's last stage feature map, i.e. the layer `feat_k` with
-  the highest `k`.
-- `"pre_pool"`: the map the global pooling layer `pooled` averages, i.e. the one
-  that feeds the classifier. It is `feat_last` for most of the zoo, but
-  MobileNetV2 and ShuffleV2 widen the last stage map with a 1x1 convolution
-  (to 1280 and 1024 channels) before pooling.
+- `"logits"`: the model's output before a final softmax. A model ending in
+  `Activation("softmax")`, `Softmax` or a `Dense(..., activation="softmax")`
+  (the `keras.applications` default) is read before the softmax.
+- `"pre_pool"`: the map that the model's global pooling reduces (whatever the
+  pooling layer is called: `GlobalAveragePooling2D`/`GlobalMaxPooling2D`, a
+  flatten, or the selection or mean of a ViT's or Mixer's tokens), found by
+  walking back from the logits. A token sequence becomes an NHWC map of its
+  patch grid (a class token, if any, dropped).
+- `"pooled"`: that pooling's output, one vector per image.
+- `"feat_0"` ... `"feat_K"`: stage maps, the last NHWC map at each spatial
+  resolution on the main path (a map every path from the input to
+  `pre_pool` goes through: block outputs, not side branches), largest first;
+  `"feat_last"` is the last of them.
+
+Models of the zoo name these layers (`feat_k`, `pooled`, `preact_k`), and a
+layer of that name is used as is. Any other tap is a layer name, bare or
+qualified by the nested models holding it (`"res_net_backbone/stack1_out"`).
+A subclassed model has no graph: it offers `"logits"` only.
 
 The tapped model shares every layer (and weight) with the original, so calling
 it once in training mode updates BatchNorm statistics once.
 """
 
+import math
 import re
 
 import keras
+from keras import ops
+
+from kerasdistill.models import graph
 
 LOGITS = "logits"
 FEAT_LAST = "feat_last"
 PRE_POOL = "pre_pool"
 POOLED = "pooled"
 _FEAT_PATTERN = re.compile(r"^feat_(\d+)$")
+_GLOBAL_POOLS = (
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+)
+_NOT_STAGE_MAPS = (keras.layers.ZeroPadding2D, keras.layers.Cropping2D)
 
 
-def _last_feature_layer(model):
-    stages = [
-        (int(m.group(1)), layer.name)
-        for layer in model.layers
-        if (m := _FEAT_PATTERN.match(layer.name))
-    ]
-    if not stages:
-        raise ValueError(
-            f"Tap {FEAT_LAST!r} needs layers named feat_0, feat_1, ... but model "
-            f"{model.name!r} has none; name the layer explicitly instead."
-        )
-    return max(stages)[1]
-
-
-def _pre_pool_layer(model):
-    names = [layer.name for layer in model.layers]
-    if POOLED in names:
-        pooled_input = model.get_layer(POOLED).input
-        for layer in model.layers:
-            if layer.output is pooled_input:
-                return layer.name
-    raise ValueError(
-        f"Tap {PRE_POOL!r} needs a global pooling layer named {POOLED!r} fed by a layer, but "
-        f"model {model.name!r} has none; name the layer explicitly instead."
+def _is_softmax(activation):
+    return activation is keras.activations.softmax or (
+        getattr(activation, "__name__", None) == "softmax"
     )
 
 
-def resolve_taps(model, taps):
-    """Maps tap names to layer names of `model`, validating them.
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class DenseLogits(keras.layers.Layer):
+    """The pre-activation output of a `Dense` layer, with that layer's weights.
 
     Args:
-        model: A functional `keras.Model`.
-        taps: An iterable of tap names, or a dict `{alias: layer_name}`.
+        dense: The `keras.layers.Dense` layer whose `kernel` and `bias` are used.
+        **kwargs: Passed to `keras.layers.Layer`.
+    """
 
-    Returns:
-        A dict `{tap: layer_name_or_LOGITS}`.
+    def __init__(self, dense, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = dense
+
+    def call(self, inputs):
+        outputs = ops.matmul(inputs, self.dense.kernel)
+        return outputs + self.dense.bias if self.dense.use_bias else outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.dense.units,)
+
+
+def _shape_text(tensor):
+    return "x".join(str(d) for d in tensor.shape[1:])
+
+
+def _token_map(tokens, where):
+    """A `(batch, tokens, dim)` sequence as the NHWC map of its square patch grid."""
+    count, dim = tokens.shape[1], tokens.shape[2]
+    for extra in (0, 1):
+        side = math.isqrt(count - extra) if count and count > extra else 0
+        if side and side * side == count - extra:
+            patches = tokens[:, extra:, :] if extra else tokens
+            return ops.reshape(patches, (-1, side, side, dim))
+    raise ValueError(
+        f"{where} is a sequence of {count} tokens, not a square patch grid (with or without "
+        "one class token); name an NHWC feature map explicitly."
+    )
+
+
+class FeatureMaps:
+    """The taps of one model, found in its graph.
+
+    Args:
+        model: A `keras.Model`: functional, `Sequential` (built here with
+            `input_shape` if it was not) or subclassed (logits only).
+        input_shape: Image shape `(height, width, channels)`, used when
+            `model` has no inputs of its own yet.
+
+    Attributes:
+        inputs: The symbolic inputs every tap is connected to.
+        logits: The logits tensor.
+        softmax_layer: Name of the softmax layer the logits are read before,
+            or `None`.
+        stage_maps: List of `(layer_name, tensor)`, largest resolution first.
 
     Raises:
-        ValueError: If the model is not functional or a layer name is unknown;
-            the message lists the valid names.
+        ValueError: If neither `model` nor `input_shape` tells the input shape.
     """
-    if not hasattr(model, "inputs") or not model.inputs:
-        raise ValueError(
-            f"Feature taps need a functional keras.Model with defined inputs; got {model!r}."
+
+    def __init__(self, model, input_shape=None):
+        self.model = model
+        if isinstance(model, keras.Sequential) and not graph.is_graph_model(model):
+            if input_shape is None:
+                raise ValueError(
+                    f"Sequential model {model.name!r} has no input shape; start it with "
+                    "keras.Input(shape=...) or call model.build((None, height, width, channels))."
+                )
+            model.build((None, *input_shape))
+        self.softmax_layer = None
+        self._pool = None
+        self.stage_maps = []
+        if not graph.is_graph_model(model):
+            self._trace = None
+            if input_shape is None:
+                raise ValueError(
+                    f"Subclassed model {model.name!r} has no input shape; build it with "
+                    "model.build((None, height, width, channels)) or give the other model "
+                    "keras.Input."
+                )
+            self.inputs = keras.Input(shape=tuple(input_shape))
+            self.logits = model(self.inputs)
+            return
+        self._trace = graph.trace(model)
+        self.inputs = self._trace.inputs
+        self.logits = self._find_logits()
+        self._pool = self._find_pool()
+        if self._pool is not None:
+            self.stage_maps = self._find_stage_maps()
+
+    @property
+    def subclassed(self):
+        """Whether the model has no graph (its feature maps cannot be found)."""
+        return self._trace is None
+
+    def _find_logits(self):
+        output = self._trace.output
+        step = self._trace.producer(output)
+        if step is None:
+            return output
+        layer = step.operation
+        if isinstance(layer, keras.layers.Softmax) or (
+            isinstance(layer, keras.layers.Activation) and _is_softmax(layer.activation)
+        ):
+            self.softmax_layer = step.name
+            return step.inputs[0]
+        if isinstance(layer, keras.layers.Dense) and _is_softmax(layer.activation):
+            self.softmax_layer = step.name
+            return DenseLogits(layer, name=f"{layer.name}_logits")(step.inputs[0])
+        return output
+
+    def _find_pool(self):
+        """The step that reduces the last map to one vector per image, or `None`.
+
+        Walking back from the output along each step's first input: the first
+        global pooling layer, else the first step from a map (rank >= 3) to
+        vectors (a flatten, a token selection or mean).
+        """
+        path = []
+        step = self._trace.producer(self._trace.output)
+        while step is not None and step.inputs:
+            path.append(step)
+            step = self._trace.producer(step.inputs[0])
+        pools = [s for s in path if isinstance(s.operation, _GLOBAL_POOLS)]
+        if pools:
+            return pools[0]
+        reducing = [
+            s for s in path if len(s.inputs[0].shape) >= 3 and len(s.outputs[0].shape) == 2
+        ]
+        return reducing[0] if reducing else None
+
+    def _pre_pool(self):
+        source = self._pool.inputs[0]
+        if len(source.shape) == 3:
+            return _token_map(source, f"The input of {self._pool.name!r}")
+        return source
+
+    def _pooled(self):
+        pooled = self._pool.outputs[0]
+        return pooled if len(pooled.shape) == 2 else ops.reshape(pooled, (-1, pooled.shape[-1]))
+
+    def _find_stage_maps(self):
+        steps = self._trace.steps
+        end = steps.index(self._pool)
+        image = keras.tree.flatten(self.inputs)[0]
+        by_size = {}
+        for step in steps[:end]:
+            if step.nested or isinstance(step.operation, _NOT_STAGE_MAPS):
+                continue
+            for tensor in step.outputs:
+                shape = tuple(tensor.shape[1:])
+                if len(shape) != 3 or None in shape or shape == tuple(image.shape[1:]):
+                    continue
+                by_size.setdefault(shape[:2], []).append((step.name, tensor))
+        target = self._pool.inputs[0]
+        maps = []
+        for size in sorted(by_size, key=lambda s: -s[0] * s[1]):
+            for name, tensor in reversed(by_size[size]):
+                if self._on_every_path(tensor, target):
+                    maps.append(self._before_expansion(name, tensor))
+                    break
+        return maps
+
+    def _before_expansion(self, name, tensor):
+        """The map a trailing 1x1 widening (and its norm/activation) was applied to.
+
+        An inverted-residual network widens the last block output of a
+        resolution with a 1x1 convolution before the next stage's strided
+        depthwise convolution (or before the final pooling): that widened map
+        belongs to what follows, and the stage map is the block output.
+        """
+        step = self._trace.producer(tensor)
+        while step is not None and len(step.inputs) == 1 and (
+            tuple(step.inputs[0].shape) == tuple(step.outputs[0].shape)
+        ):
+            step = self._trace.producer(step.inputs[0])
+        layer = None if step is None else step.operation
+        if (
+            isinstance(layer, keras.layers.Conv2D)
+            and tuple(layer.kernel_size) == (1, 1)
+            and tuple(layer.strides) == (1, 1)
+            and step.inputs[0].shape[-1] < step.outputs[0].shape[-1]
+        ):
+            source = self._trace.producer(step.inputs[0])
+            if source is not None and not source.nested:
+                return source.name, step.inputs[0]
+        return name, tensor
+
+    def _on_every_path(self, tensor, target):
+        """Whether every path from the inputs to `target` goes through `tensor`."""
+        if tensor is target:
+            return True
+        reached = {id(t) for t in keras.tree.flatten(self.inputs)}
+        for step in self._trace.steps:
+            if not step.nested and any(id(t) in reached for t in step.inputs):
+                reached.update(id(t) for t in step.outputs if t is not tensor)
+        return id(target) not in reached
+
+    def producer(self, tensor):
+        """The traced step that computed `tensor`, or `None`."""
+        return self._trace.producer(tensor)
+
+    def _zoo_stage(self):
+        """`feat_last` of a zoo model: its `feat_k` layer with the highest k."""
+        stages = [
+            (int(m.group(1)), step.name)
+            for step in self._trace.steps
+            if (m := _FEAT_PATTERN.match(step.name))
+        ]
+        return max(stages)[1] if stages else None
+
+    def candidates(self):
+        """One line listing the feature maps found, with their shapes."""
+        if self.subclassed:
+            return "none (a subclassed model offers 'logits' only)"
+        zoo = [
+            f"{step.name} ({_shape_text(step.outputs[0])})"
+            for step in self._trace.steps
+            if _FEAT_PATTERN.match(step.name) or step.name == POOLED
+        ]
+        if zoo:
+            return ", ".join(zoo)
+        found = [
+            f"feat_{k} = {name} ({_shape_text(t)})" for k, (name, t) in enumerate(self.stage_maps)
+        ]
+        if self._pool is not None:
+            found.append(f"pre_pool = {self._pre_pool_name()} ({_shape_text(self._pre_pool())})")
+            found.append(f"pooled = {self._pool.name} ({self._pooled().shape[-1]})")
+        return "; ".join(found) or "none"
+
+    def _pre_pool_name(self):
+        source = self._trace.producer(self._pool.inputs[0])
+        name = source.name if source is not None else "the input"
+        if len(self._pool.inputs[0].shape) == 3:
+            return f"{name} (tokens as a grid)"
+        return name
+
+    def _subclassed_error(self, tap):
+        return ValueError(
+            f"Tap {tap!r} needs a feature map, but model {self.model.name!r} is a subclassed "
+            "keras.Model whose layers Keras does not record; build it as a functional model "
+            "(inputs = keras.Input(shape); logits = head(backbone(inputs)); "
+            "keras.Model(inputs, logits)) or name the tap's layer in such a model."
         )
+
+    def _unknown(self, tap, layer):
+        what = f"Tap {tap!r}" if tap == layer else f"Tap {tap!r} -> layer {layer!r}"
+        return ValueError(
+            f"{what} not found in model {self.model.name!r}. Taps: 'logits', 'pre_pool', "
+            f"'pooled', 'feat_last', 'feat_k' or a layer name; feature maps found: "
+            f"{self.candidates()}."
+        )
+
+    def resolve(self, tap, layer=None):
+        """Returns `(description, tensor)` of tap `tap`.
+
+        Args:
+            tap: The tap name a method reads.
+            layer: The layer name it is mapped to (default: `tap`).
+
+        Returns:
+            A layer name (or a short description of what was found) and the
+            symbolic tensor.
+
+        Raises:
+            ValueError: Naming the tap and listing the feature maps found.
+        """
+        layer = tap if layer is None else layer
+        if layer == LOGITS:
+            return LOGITS, self.logits
+        if self.subclassed:
+            raise self._subclassed_error(tap)
+        step = self._trace.step(layer)
+        if step is not None:
+            return step.name, step.outputs[0]
+        if layer == FEAT_LAST:
+            zoo = self._zoo_stage()
+            if zoo is not None:
+                return self.resolve(tap, zoo)
+            if self.stage_maps:
+                return self.stage_maps[-1]
+        if layer in (PRE_POOL, POOLED) and self._pool is not None:
+            if layer == POOLED:
+                return self._pool.name, self._pooled()
+            return self._pre_pool_name(), self._pre_pool()
+        match = _FEAT_PATTERN.match(layer)
+        if match and int(match.group(1)) < len(self.stage_maps):
+            return self.stage_maps[int(match.group(1))]
+        raise self._unknown(tap, layer)
+
+
+def resolve_taps(model, taps, input_shape=None):
+    """Maps tap names to what they read in `model`.
+
+    Args:
+        model: A `keras.Model` (see `FeatureMaps`).
+        taps: An iterable of tap names, or a dict `{alias: layer_name}`.
+        input_shape: Image shape for a model without inputs (see `FeatureMaps`).
+
+    Returns:
+        A dict `{tap: layer name or description}`.
+
+    Raises:
+        ValueError: For a tap that cannot be found; the message lists the
+            feature maps found.
+    """
+    found = FeatureMaps(model, input_shape)
     mapping = dict(taps) if isinstance(taps, dict) else {t: t for t in taps}
-    names = [layer.name for layer in model.layers]
-    resolved = {}
-    for alias, layer_name in mapping.items():
-        if layer_name == LOGITS:
-            resolved[alias] = LOGITS
-        elif layer_name == FEAT_LAST:
-            resolved[alias] = _last_feature_layer(model)
-        elif layer_name == PRE_POOL:
-            resolved[alias] = _pre_pool_layer(model)
-        elif layer_name in names:
-            resolved[alias] = layer_name
-        else:
-            raise ValueError(
-                f"Unknown tap {layer_name!r} for model {model.name!r}. Valid taps: "
-                f"{LOGITS!r}, {FEAT_LAST!r}, {PRE_POOL!r} or a layer name: {', '.join(names)}."
-            )
-    return resolved
+    return {alias: found.resolve(alias, layer)[0] for alias, layer in mapping.items()}
 
 
 def classifier_layer(model):
     """The Dense layer that produces `model`'s logits (its final classifier).
 
     Args:
-        model: A functional `keras.Model` whose output is a Dense layer's.
+        model: A `keras.Model` whose logits come from a Dense layer (before a
+            final softmax, if any).
 
     Returns:
         That `keras.layers.Dense` layer (shared, not a copy).
 
     Raises:
-        ValueError: If the model's output does not come from a Dense layer.
+        ValueError: If the logits do not come from a Dense layer.
     """
-    output = model.outputs[0]
-    for layer in reversed(model.layers):
-        if isinstance(layer, keras.layers.Dense) and layer.output is output:
-            return layer
+    found = FeatureMaps(model)
+    step = None if found.subclassed else found.producer(found.logits)
+    layer = None if step is None else step.operation
+    if isinstance(layer, DenseLogits):
+        layer = layer.dense
+    if isinstance(layer, keras.layers.Dense):
+        return layer
     raise ValueError(
         f"Model {model.name!r} does not end in a Dense classifier layer; pass the "
         "classifier layer explicitly (e.g. teacher_classifier=model.get_layer('fc'))."
     )
 
 
-def tap_model(model, taps):
+def tap_model(model, taps, input_shape=None):
     """Builds a model returning a dict of tapped tensors in one forward pass.
 
     Args:
-        model: A functional `keras.Model`.
+        model: A `keras.Model` (see `FeatureMaps`).
         taps: An iterable of tap names or a dict `{alias: layer_name}`; see
-            `resolve_taps`. `"logits"` is always included.
+            `FeatureMaps.resolve`. `"logits"` is always included.
+        input_shape: Image shape for a model without inputs (see `FeatureMaps`).
 
     Returns:
         A `keras.Model` sharing `model`'s layers, whose output is a dict
-        `{tap: tensor}`.
+        `{tap: tensor}`. Its attribute `tap_layers` maps each tap to the layer
+        it reads, and `softmax_layer` names the final softmax the logits are
+        read before (or is `None`).
     """
     taps = dict(taps) if isinstance(taps, dict) else {t: t for t in taps}
     taps.setdefault(LOGITS, LOGITS)
-    resolved = resolve_taps(model, taps)
-    outputs = {
-        alias: model.outputs[0] if name == LOGITS else model.get_layer(name).output
-        for alias, name in resolved.items()
-    }
-    return keras.Model(model.input, outputs, name=f"{model.name}_taps")
+    found = FeatureMaps(model, input_shape)
+    resolved = {alias: found.resolve(alias, layer) for alias, layer in taps.items()}
+    tapped = keras.Model(
+        found.inputs, {alias: tensor for alias, (_, tensor) in resolved.items()},
+        name=f"{model.name}_taps",
+    )
+    tapped.tap_layers = {alias: name for alias, (name, _) in resolved.items()}
+    tapped.softmax_layer = found.softmax_layer
+    return tapped

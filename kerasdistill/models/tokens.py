@@ -88,13 +88,13 @@ def mlp(x, hidden_dim, name):
     Args:
         x: Input tensor.
         hidden_dim: Width of the hidden layer.
-        name: Prefix of the two Dense layer names (`{name}.fc1`, `{name}.fc2`).
+        name: Prefix of the two Dense layer names (`{name}_fc1`, `{name}_fc2`).
 
     Returns:
         A tensor shaped like `x`.
     """
-    out = keras.layers.Dense(hidden_dim, activation="gelu", name=f"{name}.fc1")(x)
-    return keras.layers.Dense(x.shape[-1], name=f"{name}.fc2")(out)
+    out = keras.layers.Dense(hidden_dim, activation="gelu", name=f"{name}_fc1")(x)
+    return keras.layers.Dense(x.shape[-1], name=f"{name}_fc2")(out)
 
 
 def residual(x, branch, drop_rate, name):
@@ -108,14 +108,14 @@ def residual(x, branch, drop_rate, name):
         x: The residual stream, `(batch, tokens, dim)`.
         branch: The branch output, shaped like `x`.
         drop_rate: Drop probability in `[0, 1)`; 0 adds no layer.
-        name: Name of the Add layer (the drop layer is `{name}.drop_path`).
+        name: Name of the Add layer (the drop layer is `{name}_drop_path`).
 
     Returns:
         `x + branch`, with the branch dropped as above.
     """
     if drop_rate > 0:
         branch = keras.layers.Dropout(
-            drop_rate, noise_shape=(None, 1, 1), name=f"{name}.drop_path"
+            drop_rate, noise_shape=(None, 1, 1), name=f"{name}_drop_path"
         )(branch)
     return keras.layers.Add(name=name)([x, branch])
 
@@ -154,10 +154,10 @@ def token_stages(stem_map, block, depth, num_stages, drop_path_rate=0.0):
     x = L.tap(stem_map, "feat_0")
     index = 0
     for stage, size in enumerate(_stage_sizes(depth, num_stages), start=1):
-        tokens = map_to_tokens(x, name=f"stage{stage}.tokens")
+        tokens = map_to_tokens(x, name=f"stage{stage}_tokens")
         for _ in range(size):
             rate = drop_path_rate * index / max(depth - 1, 1)
-            tokens = block(tokens, rate, name=f"blocks.{index}")
+            tokens = block(tokens, rate, name=f"blocks_{index}")
             index += 1
         if stage == num_stages:
             tokens = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name="norm")(tokens)

@@ -1,10 +1,13 @@
 """Loading RepDistiller PyTorch checkpoints into the Keras model zoo.
 
-Keras layer names equal the PyTorch module paths, so each weighted layer
-`name` reads the state-dict entries `name.weight`, `name.bias`, ... and
-converts their layout (NCHW/OIHW to NHWC/HWIO). torch is only needed to read
-`.pth` files (`read_torch_state_dict`, `from_torch_checkpoint`);
-`load_torch_state_dict` takes NumPy arrays.
+A zoo layer is named after the PyTorch module path with every `.` replaced by
+`_` (`layer1.0.conv1` -> `layer1_0_conv1`; Keras's torch backend refuses dots
+in names). The converter maps the module paths of the state dict the same way,
+so each weighted layer reads the entries `<module path>.weight`, `.bias`, ...
+of the module whose path maps to its name, and converts their layout
+(NCHW/OIHW to NHWC/HWIO). torch is only needed to read `.pth` files
+(`read_torch_state_dict`, `from_torch_checkpoint`); `load_torch_state_dict`
+takes NumPy arrays.
 """
 
 import keras
@@ -67,12 +70,44 @@ def _clean_state_dict(state_dict):
     return cleaned
 
 
+def keras_layer_name(module_path):
+    """The zoo's layer name for a PyTorch module path: every `.` becomes `_`.
+
+    Args:
+        module_path: A module path of a state dict, such as `layer1.0.conv1`.
+
+    Returns:
+        The Keras layer name, such as `layer1_0_conv1`.
+    """
+    return module_path.replace(".", "_")
+
+
+def _module_paths(arrays):
+    """Maps each Keras layer name to the PyTorch module path it stands for.
+
+    Raises:
+        ValueError: If two module paths of the state dict map to the same
+            Keras layer name (for instance `a.b_c` and `a_b.c`).
+    """
+    paths = {}
+    for key in arrays:
+        path = key.rpartition(".")[0]
+        name = keras_layer_name(path)
+        if paths.setdefault(name, path) != path:
+            raise ValueError(
+                f"The state dict's modules {paths[name]!r} and {path!r} both map to the "
+                f"Keras layer name {name!r} ('.' -> '_'); they cannot be told apart."
+            )
+    return paths
+
+
 def _match(model, arrays):
     """Pairs every Keras weight with its converted torch array.
 
     Returns the `(variable, value)` pairs and a list of problem descriptions
     (empty when every key and every weight is used exactly once).
     """
+    paths = _module_paths(arrays)
     assignments, missing, mismatched = [], [], []
     consumed, covered = set(), set()
     for layer in model.layers:
@@ -81,7 +116,8 @@ def _match(model, arrays):
             if variable is None:  # For instance a conv without bias.
                 continue
             covered.add(id(variable))
-            key = f"{layer.name}.{suffix}"
+            # A module absent from the state dict is named by the Keras layer.
+            key = f"{paths.get(layer.name, layer.name)}.{suffix}"
             if key not in arrays:
                 missing.append(key)
                 continue
@@ -111,17 +147,18 @@ def _match(model, arrays):
 def load_torch_state_dict(model, state_dict):
     """Sets the weights of a zoo model from a PyTorch state dict.
 
-    Conv2d weights go from OIHW to HWIO (depthwise ones to `[kh, kw, C, 1]`),
-    Linear weights are transposed, and BatchNorm `weight`, `bias`,
-    `running_mean`, `running_var` become `gamma`, `beta`, `moving_mean`,
-    `moving_variance`. A leading `module.` is stripped from keys and
-    `num_batches_tracked` entries are ignored. Nothing is assigned unless
-    every entry maps to exactly one Keras weight and every Keras weight is
-    covered.
+    The entry `<module path>.<suffix>` goes to the layer named
+    `keras_layer_name(<module path>)`. Conv2d weights go from OIHW to HWIO
+    (depthwise ones to `[kh, kw, C, 1]`), Linear weights are transposed, and
+    BatchNorm `weight`, `bias`, `running_mean`, `running_var` become `gamma`,
+    `beta`, `moving_mean`, `moving_variance`. A leading `module.` is stripped
+    from keys and `num_batches_tracked` entries are ignored. Nothing is
+    assigned unless every entry maps to exactly one Keras weight and every
+    Keras weight is covered.
 
     Args:
         model: A Keras model whose layer names are the PyTorch module paths
-            (any model of the zoo).
+            with `.` replaced by `_` (any model of the zoo).
         state_dict: A mapping from torch key to array (NumPy arrays, or
             anything `np.asarray` accepts, in PyTorch layout).
 
@@ -130,8 +167,9 @@ def load_torch_state_dict(model, state_dict):
 
     Raises:
         ValueError: If keys are missing or unexpected, if a shape does not
-            match, or if the model has weights of an unsupported layer type.
-            The message lists the offending keys.
+            match, if the model has weights of an unsupported layer type, or
+            if two module paths map to the same layer name. The message lists
+            the offending keys (a missing module's by its Keras layer name).
     """
     assignments, problems = _match(model, _clean_state_dict(state_dict))
     if problems:

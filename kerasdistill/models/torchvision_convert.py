@@ -1,7 +1,7 @@
 """Loading torchvision ImageNet weights (and mdistiller's MobileNetV1) into the zoo.
 
 The ImageNet models of the zoo name their layers with the PyTorch module
-paths of the reference (`kerasdistill.models.imagenet_resnet`,
+paths of the reference, `.` replaced by `_` (`kerasdistill.models.imagenet_resnet`,
 `kerasdistill.models.imagenet_mobilenet`), so a published state dict, for
 instance torchvision's `resnet34-b627a593.pth` or a `student_best` checkpoint
 of mdistiller, converts by name with `load_torch_state_dict`.

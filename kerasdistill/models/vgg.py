@@ -3,8 +3,8 @@
 These are the reference's `vggN_bn` models: five blocks of 3x3 conv (with
 bias) - BN - ReLU, where the last ReLU of each block is applied outside the
 block, 2x2 max-pools between blocks and one linear classifier. Layer names
-follow the PyTorch module paths (`block{b}.{3i}` conv, `block{b}.{3i+1}` BN,
-`classifier`).
+follow the PyTorch module paths with `.` replaced by `_` (`block{b}_{3i}` conv,
+`block{b}_{3i+1}` BN, `classifier`).
 
 Feature taps:
 
@@ -50,8 +50,8 @@ def vgg(config, num_classes=100, input_shape=(32, 32, 3), name=None):
                 3,
                 use_bias=True,
                 activate=i < len(widths) - 1,
-                conv_name=f"block{b}.{3 * i}",
-                bn_name=f"block{b}.{3 * i + 1}",
+                conv_name=f"block{b}_{3 * i}",
+                bn_name=f"block{b}_{3 * i + 1}",
             )
         if b > 0:
             x = L.tap(x, f"preact_{b}")

@@ -54,14 +54,14 @@ class PositionEmbedding(keras.layers.Layer):
 def _encoder_block(num_heads, mlp_ratio):
     def block(tokens, drop_rate, name):
         dim = tokens.shape[-1]
-        x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=f"{name}.norm1")(tokens)
+        x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=f"{name}_norm1")(tokens)
         x = keras.layers.MultiHeadAttention(
-            num_heads, dim // num_heads, name=f"{name}.attn"
+            num_heads, dim // num_heads, name=f"{name}_attn"
         )(x, x)
-        tokens = residual(tokens, x, drop_rate, name=f"{name}.add1")
-        x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=f"{name}.norm2")(tokens)
-        x = mlp(x, int(dim * mlp_ratio), name=f"{name}.mlp")
-        return residual(tokens, x, drop_rate, name=f"{name}.add2")
+        tokens = residual(tokens, x, drop_rate, name=f"{name}_add1")
+        x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=f"{name}_norm2")(tokens)
+        x = mlp(x, int(dim * mlp_ratio), name=f"{name}_mlp")
+        return residual(tokens, x, drop_rate, name=f"{name}_add2")
 
     return block
 

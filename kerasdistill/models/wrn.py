@@ -2,14 +2,15 @@
 
 The network is pre-activation: each block starts with BN-ReLU and the stage
 outputs are raw residual sums. Layer names follow the PyTorch module paths
-(`block2.layer.0.conv1`, `bn1`, `fc`, ...) so that checkpoints convert by name.
+with `.` replaced by `_` (`block2_layer_0_conv1`, `bn1`, `fc`, ...) so that
+checkpoints convert by name.
 
 Feature taps:
 
 - `feat_0`: the raw stem convolution output (no BN, no ReLU).
 - `feat_1`..`feat_3`: the raw residual sum of each stage.
 - `preact_1`..`preact_3`: in preact mode the reference passes f1, f2 and f3
-  through the *next* BatchNorm (`block2.layer.0.bn1`, `block3.layer.0.bn1`,
+  through the *next* BatchNorm (`block2_layer_0_bn1`, `block3_layer_0_bn1`,
   the final `bn1`). That BatchNorm is already applied to the same tensor on
   the main path, so these taps are identity layers on its output, before the
   ReLU. The values equal the reference in inference and in training (same
@@ -31,14 +32,14 @@ from kerasdistill.models.registry import register
 def _basic_block(x, out_planes, stride, name, bn1_tap=None, out_name=None):
     # The first block of a stage (in != out) feeds relu(bn1(x)) to both conv1
     # and the 1x1 shortcut; other blocks add the raw input.
-    act = L.relu(L.tap(L.batch_norm(x, name=f"{name}.bn1"), bn1_tap))
-    out = L.conv2d(act, out_planes, 3, stride, name=f"{name}.conv1")
-    out = L.relu(L.batch_norm(out, name=f"{name}.bn2"))
-    out = L.conv2d(out, out_planes, 3, 1, name=f"{name}.conv2")
+    act = L.relu(L.tap(L.batch_norm(x, name=f"{name}_bn1"), bn1_tap))
+    out = L.conv2d(act, out_planes, 3, stride, name=f"{name}_conv1")
+    out = L.relu(L.batch_norm(out, name=f"{name}_bn2"))
+    out = L.conv2d(out, out_planes, 3, 1, name=f"{name}_conv2")
     if x.shape[-1] == out_planes:
         shortcut = x
     else:
-        shortcut = L.conv2d(act, out_planes, 1, stride, name=f"{name}.convShortcut")
+        shortcut = L.conv2d(act, out_planes, 1, stride, name=f"{name}_convShortcut")
     return keras.layers.Add(name=out_name)([shortcut, out])
 
 
@@ -68,7 +69,7 @@ def wide_resnet(depth, widen_factor, num_classes=100, input_shape=(32, 32, 3), n
                 x,
                 widths[stage - 1],
                 stride=2 if first and stage > 1 else 1,
-                name=f"block{stage}.layer.{i}",
+                name=f"block{stage}_layer_{i}",
                 bn1_tap=f"preact_{stage - 1}" if first and stage > 1 else None,
                 out_name=f"feat_{stage}" if last else None,
             )

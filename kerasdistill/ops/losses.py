@@ -60,3 +60,38 @@ def sparse_cross_entropy(labels, logits, label_smoothing=0.0):
         A float32 scalar.
     """
     return ops.mean(sparse_cross_entropy_per_example(labels, logits, label_smoothing))
+
+
+def is_one_hot(labels, logits):
+    """Whether `labels` are one-hot (or soft) targets of `logits`' classes, by static shape."""
+    classes = logits.shape[-1]
+    return len(labels.shape) == 2 and classes is not None and classes > 1 and (
+        labels.shape[-1] == classes
+    )
+
+
+def class_ids(labels, logits):
+    """Integer class ids `(batch,)` of sparse `(batch,)`/`(batch, 1)` or one-hot labels."""
+    if is_one_hot(labels, logits):
+        return ops.argmax(labels, axis=-1)
+    return ops.cast(ops.reshape(labels, (-1,)), "int32")
+
+
+def cross_entropy(labels, logits, label_smoothing=0.0):
+    """Mean softmax cross-entropy of class ids or one-hot (soft) targets, in float32.
+
+    Args:
+        labels: Class ids `(batch,)` or `(batch, 1)`, or targets `(batch, classes)`.
+        logits: `(batch, classes)` tensor.
+        label_smoothing: `e` in `[0, 1)`; the target becomes `(1 - e) * y + e / K`.
+
+    Returns:
+        A float32 scalar.
+    """
+    if not is_one_hot(labels, logits):
+        return sparse_cross_entropy(labels, logits, label_smoothing)
+    log_p = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    targets = ops.cast(labels, "float32")
+    if label_smoothing:
+        targets = (1.0 - label_smoothing) * targets + label_smoothing / logits.shape[-1]
+    return ops.mean(-ops.sum(targets * log_p, axis=-1))
