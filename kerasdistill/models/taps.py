@@ -17,7 +17,9 @@ graph rather than named by hand:
 - `"feat_0"` ... `"feat_K"`: stage maps, the last NHWC map at each spatial
   resolution on the main path (a map every path from the input to
   `pre_pool` goes through: block outputs, not side branches), largest first;
-  `"feat_last"` is the last of them.
+  a 1x1 widening at the end of a resolution (inverted residuals) belongs to
+  what follows, so the map before it is taken. `"feat_last"` is the last of
+  them. A token model has one: its `pre_pool` grid.
 
 Models of the zoo name these layers (`feat_k`, `pooled`, `preact_k`), and a
 layer of that name is used as is. Any other tap is a layer name, bare or
@@ -142,7 +144,10 @@ class FeatureMaps:
         self.inputs = self._trace.inputs
         self.logits = self._find_logits()
         self._pool = self._find_pool()
-        if self._pool is not None:
+        if self._pool is not None and len(self._pool.inputs[0].shape) == 3:
+            # A token model's one map: its last tokens laid out on the patch grid.
+            self.stage_maps = [(self._pre_pool_name(), self._pre_pool())]
+        elif self._pool is not None:
             self.stage_maps = self._find_stage_maps()
 
     @property
