@@ -366,7 +366,10 @@ def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="projection='none' needs equal channel counts"):
         _built(MSDCRD(projection="none"))
     with pytest.raises(ValueError, match="Grid 4x4 is finer than the feature map"):
-        _built(MSDCRD(), TEACHER_SHAPE, (6, 2, 2, 32))
+        _built(MSDCRD(scales=(1, 2, 4)), TEACHER_SHAPE, (6, 2, 2, 32))
+    # The default grids fit the smaller map: 1 and 2 on 2x2, 1, 2 and 4 on 4x4 and larger.
+    assert _built(MSDCRD(), TEACHER_SHAPE, (6, 2, 2, 32))._tap_scales == [(1, 2)]
+    assert _built(MSDCRD())._tap_scales == [(1, 2, 4)]
     with pytest.raises(ValueError, match="build_from_taps"):
         MSDCRD()(
             {"feat_last": _maps(TEACHER_SHAPE, 0)}, {"feat_last": _maps(STUDENT_SHAPE, 0)}, LABELS
@@ -687,7 +690,7 @@ def test_classifier_projection_on_the_pre_pool_map_of_mobilenetv2():
     images = np.random.default_rng(58).normal(size=(6, 32, 32, 3)).astype("float32")
     terms = distiller._loss_terms(images, LABELS, distiller(images, training=True))
     assert np.isfinite(float(terms["loss_msd_sw"])) and np.isfinite(float(terms["loss_msd_fw"]))
-    assert method.student_classifier is student.get_layer("classifier.0")
+    assert method.student_classifier is student.get_layer("classifier_0")
 
 
 def test_labels_are_needed_only_by_the_options_that_read_them():
