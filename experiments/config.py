@@ -11,9 +11,11 @@ import difflib
 import inspect
 import json
 import math
+import os
 import pathlib
 import tempfile
 
+from experiments import model_specs
 from experiments.errors import UsageError
 
 MODES = ("teacher", "student", "distill")
@@ -83,6 +85,20 @@ class RunConfig:
         """Raises `UsageError` (a `ValueError`) naming the first bad field."""
         check_values(self)
         check_names(self)
+
+    def trained_role(self):
+        """The flag naming the model this run trains: `teacher` in teacher mode, else `student`."""
+        return "teacher" if self.mode == "teacher" else "student"
+
+    def model_files(self):
+        """`{flag: path}` of the model files the run reads: the teacher file, a `.keras` model."""
+        files = {}
+        trained = self.trained_role()
+        if model_specs.kind(getattr(self, trained)) == model_specs.FILE:
+            files[trained] = getattr(self, trained)
+        if self.mode == "distill":
+            files["teacher_weights"] = self.teacher_weights
+        return files
 
     def method_names(self):
         """The comma-separated `method` field as a list (`"kd,msdcrd"`)."""
@@ -156,6 +172,10 @@ def check_values(config):
             f"(got --lr_schedule={config.lr_schedule!r})."
         )
     _number("ce_weight", config.ce_weight, 0)
+    trained = config.trained_role()
+    if not getattr(config, trained):
+        raise UsageError(f"--mode={config.mode} needs --{trained} ({model_specs.ACCEPTED}).")
+    model_specs.check_path(trained, getattr(config, trained))
     if config.mode != "distill":
         return
     if not config.method_names():
@@ -184,6 +204,18 @@ def check_values(config):
         raise UsageError("--mode=distill needs --teacher_weights (a trained teacher file).")
     if not pathlib.Path(config.teacher_weights).is_file():
         raise UsageError(f"--teacher_weights={config.teacher_weights!r}: no such file.")
+    if model_specs.kind(config.teacher) == model_specs.FILE:
+        same = pathlib.Path(config.teacher).is_file() and os.path.samefile(
+            config.teacher, config.teacher_weights
+        )
+        if not same:
+            raise UsageError(
+                f"--teacher={config.teacher!r} is another file than --teacher_weights="
+                f"{config.teacher_weights!r}; the teacher is --teacher_weights: pass --teacher= "
+                "(empty) or the same file."
+            )
+    elif config.teacher:
+        model_specs.check_path("teacher", config.teacher)
 
 
 def _unknown(kind, name, accepted):
@@ -201,12 +233,11 @@ def check_names(config):
     Raises:
         UsageError: Naming the bad name and the closest accepted one.
     """
-    from kerasdistill import methods, models
+    from kerasdistill import methods
 
-    for role in ("teacher", "student"):
-        name = getattr(config, role)
-        if config.mode in (role, "distill") and name not in models.available():
-            raise _unknown(f"{role} model", name, models.available())
+    model_specs.check_name(config.trained_role(), getattr(config, config.trained_role()))
+    if config.mode == "distill" and config.teacher:
+        model_specs.check_name("teacher", config.teacher)
     if config.mode != "distill":
         return
     for name in config.method_names():
@@ -282,8 +313,11 @@ def define_flags(flags_module, defaults=None):
     defaults = {**dataclasses.asdict(RunConfig()), **(defaults or {})}
     f = flags_module
     f.DEFINE_enum("mode", defaults["mode"], MODES, "teacher | student (alone) | distill.")
-    f.DEFINE_string("teacher", defaults["teacher"], "Teacher model name (zoo registry).")
-    f.DEFINE_string("student", defaults["student"], "Student model name (zoo registry).")
+    f.DEFINE_string("teacher", defaults["teacher"],
+                    "Teacher: a zoo name, keras.applications.<Name> or a .keras file; in distill "
+                    "mode the architecture --teacher_weights holds, empty for any.")
+    f.DEFINE_string("student", defaults["student"],
+                    "Student: a zoo name, keras.applications.<Name> or a .keras file.")
     f.DEFINE_string("method", defaults["method"], "Method name(s), comma-separated: kd,msdcrd.")
     f.DEFINE_string(
         "method_kwargs", json.dumps(defaults["method_kwargs"]),
@@ -291,7 +325,8 @@ def define_flags(flags_module, defaults=None):
     )
     f.DEFINE_float("ce_weight", defaults["ce_weight"], "Cross-entropy weight in distill mode.")
     f.DEFINE_string("teacher_weights", defaults["teacher_weights"],
-                    "Teacher weights: .keras, .weights.h5 or a PyTorch .pth checkpoint.")
+                    "Teacher file (distill mode): .keras (any architecture with --teacher "
+                    "empty), .weights.h5 or a PyTorch .pth checkpoint.")
     f.DEFINE_string("dataset", defaults["dataset"],
                     "cifar100 | cifar10 | path to an image folder (train/, test/) or its .tar.gz.")
     f.DEFINE_enum("input_pipeline", defaults["input_pipeline"], INPUT_PIPELINES,

@@ -95,10 +95,14 @@ def read_run(run_dir):
 
 
 def describe(run):
-    """The `(pair, method)` of a run: `("resnet32x4 -> resnet8x4", "kd")`."""
+    """The `(pair, method)` of a run: `("resnet32x4 -> resnet8x4", "kd")`.
+
+    A teacher of any architecture (`--teacher` empty) is named by its file.
+    """
     config = run["config"]
     if config["mode"] == "distill":
-        return f"{config['teacher']} -> {config['student']}", config["method"]
+        teacher = config["teacher"] or config["teacher_weights"]
+        return f"{teacher} -> {config['student']}", config["method"]
     model = config["teacher"] if config["mode"] == "teacher" else config["student"]
     return model, config["mode"]
 

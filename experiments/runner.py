@@ -9,11 +9,13 @@ A run writes to its output directory:
     model.keras        the trained model (the student in distill mode)
     saved_model/       TensorFlow SavedModel of it: float32 [0, 255] images -> logits
     model.tflite, model_int8.tflite   with --export=...,tflite,tflite_int8
-    metrics.json       test accuracy, epochs, throughput and the configuration
+    metrics.json       test accuracy, epochs, throughput, the configuration, the models
+                       (name, parameters) and the SHA-256 of the model files read
 
 A run started again with the same output directory resumes from its checkpoint
 and ends with exactly the weights of an uninterrupted run (with
---deterministic); a checkpoint of another configuration is refused.
+--deterministic); a checkpoint of another configuration, or of other contents
+of its model files (`--teacher_weights`, a `.keras` `--student`), is refused.
 """
 
 import dataclasses
@@ -23,12 +25,15 @@ import tempfile
 import time
 
 from experiments import config as config_lib
+from experiments import model_specs
 from experiments.config import MODES, RunConfig, config_from_flags, define_flags
 from experiments.errors import RunInterrupted, UsageError
 
 __all__ = ["MODES", "RunConfig", "config_from_flags", "define_flags", "run"]
 
 CHECKPOINT = "checkpoint.npz"
+# The CIFAR pipeline's pad-4 random crop (kerasdistill.data.augment) keeps 32x32 images.
+CIFAR_IMAGE_SIZE = 32
 
 
 @dataclasses.dataclass
@@ -171,20 +176,29 @@ def build_methods(config, dataset, steps_per_epoch):
     return built
 
 
+def image_shape(config):
+    """`(height, width, channels)` of the images the input pipeline feeds the models."""
+    from kerasdistill.data.imagenet import IMAGE_SIZE
+
+    if config.input_pipeline == "imagenet":
+        return (IMAGE_SIZE, IMAGE_SIZE, 3)
+    return (CIFAR_IMAGE_SIZE, CIFAR_IMAGE_SIZE, 3)
+
+
 def build_models(config, dataset, steps):
-    """Builds the model to train; in distill mode loads and checks the teacher first."""
+    """Builds the model to train, then in distill mode loads the teacher; checks both fit."""
     import kerasdistill
     from experiments.teacher import load_teacher
-    from kerasdistill import models
     from kerasdistill.training import distribute
 
-    name = config.teacher if config.mode == "teacher" else config.student
-    trained = models.get(name, num_classes=dataset.num_classes)
+    role = config.trained_role()
+    shape = image_shape(config)
+    trained = model_specs.build(role, getattr(config, role), dataset.num_classes, shape)
     if config.sync_batchnorm:
         trained = distribute.synchronized_batchnorm(trained)
     if config.mode != "distill":
         return Models(fitted=trained, trained=trained)
-    teacher = load_teacher(config.teacher, config.teacher_weights, dataset.num_classes)
+    teacher = load_teacher(config.teacher, config.teacher_weights, dataset.num_classes, shape)
     method_list = build_methods(config, dataset, steps)
     try:
         distiller = kerasdistill.Distiller(
@@ -248,24 +262,45 @@ def _cross_entropy(label_smoothing=0.0):
     return SparseCrossEntropy(label_smoothing)
 
 
-def check_checkpoint(config, output_dir):
+def model_file_digests(config):
+    """`{flag: SHA-256}` of the model files the run reads (`RunConfig.model_files`)."""
+    return {flag: model_specs.sha256(path) for flag, path in config.model_files().items()}
+
+
+def check_checkpoint(config, output_dir, digests):
     """Refuses a run directory whose checkpoint belongs to another configuration.
 
+    Args:
+        config: The `RunConfig`.
+        output_dir: The run directory.
+        digests: `model_file_digests(config)`; a model file whose contents
+            changed since the checkpoint makes it another run's.
+
     Raises:
-        UsageError: Naming the fields that differ.
+        UsageError: Naming the fields, or the files, that differ.
     """
     from kerasdistill.training import checkpointing
 
     path = output_dir / CHECKPOINT
     if not path.exists():
         return
-    saved = checkpointing.read_metadata(path).get("config", {})
+    metadata = checkpointing.read_metadata(path)
+    saved = metadata.get("config", {})
     changed = config_lib.differences(config, saved)
     if changed:
         listed = ", ".join(f"{k}={saved.get(k)!r} (now {getattr(config, k)!r})" for k in changed)
         raise UsageError(
             f"--output_dir={str(output_dir)!r} holds the checkpoint of another configuration "
             f"({listed}); use another --output_dir or the same flags to resume."
+        )
+    saved_digests = metadata.get("model_files", {})
+    replaced = [flag for flag, digest in digests.items() if saved_digests.get(flag, digest) != digest]
+    if replaced:
+        listed = ", ".join(f"--{flag}={getattr(config, flag)!r}" for flag in replaced)
+        raise UsageError(
+            f"--output_dir={str(output_dir)!r} holds the checkpoint of a run that read other "
+            f"contents from {listed} (the file changed since); use another --output_dir, or "
+            "restore the file to resume."
         )
 
 
@@ -424,9 +459,13 @@ def export(model, output_dir, formats, dataset):
 
 
 def fit_with_checkpoints(
-    config, model, dataset, steps, start_step, output_dir, extra_callbacks, strategy=None
+    config, model, dataset, steps, start_step, output_dir, extra_callbacks, strategy=None, *,
+    digests,
 ):
     """Trains from `start_step` with checkpoints, logs and the SIGTERM handler.
+
+    The checkpoints record the configuration and `digests`
+    (`model_file_digests`), which `check_checkpoint` compares on resumption.
 
     Returns:
         `(epochs whose end was reached in this session, seconds spent)`.
@@ -437,7 +476,7 @@ def fit_with_checkpoints(
     _keep_history_before(output_dir / "history.csv", start_step // steps)
     checkpointer = Checkpointer(
         output_dir / CHECKPOINT, steps, config.checkpoint_every_steps, start_step,
-        metadata={"config": dataclasses.asdict(config)},
+        metadata={"config": dataclasses.asdict(config), "model_files": digests},
     )
     callbacks = make_callbacks(config, output_dir, checkpointer, extra_callbacks)
     start = time.time()
@@ -483,20 +522,23 @@ def run(config, extra_callbacks=()):
     config.validate()
     output_dir = pathlib.Path(config.output_dir)
     config_lib.check_output_dir(output_dir)
-    check_checkpoint(config, output_dir)
+    digests = model_file_digests(config)
+    check_checkpoint(config, output_dir, digests)
     strategy = set_up_runtime(config)
     check_replica_batch(config, strategy.num_replicas_in_sync)
     from kerasdistill.training import distribute
 
     if distribute.is_chief(strategy):
-        return _train_evaluate_export(config, strategy, output_dir, output_dir, extra_callbacks)
+        return _train_evaluate_export(
+            config, strategy, output_dir, output_dir, extra_callbacks, digests
+        )
     with tempfile.TemporaryDirectory(prefix="kerasdistill_worker_") as scratch:
         return _train_evaluate_export(
-            config, strategy, output_dir, pathlib.Path(scratch), extra_callbacks
+            config, strategy, output_dir, pathlib.Path(scratch), extra_callbacks, digests
         )
 
 
-def _train_evaluate_export(config, strategy, run_dir, output_dir, extra_callbacks):
+def _train_evaluate_export(config, strategy, run_dir, output_dir, extra_callbacks, digests):
     """The body of `run`: resumes from `run_dir`'s checkpoint, writes to `output_dir`."""
     dataset = load_dataset(config, output_dir)
     steps = steps_per_epoch(config, dataset)
@@ -509,7 +551,8 @@ def _train_evaluate_export(config, strategy, run_dir, output_dir, extra_callback
             for name, value in accuracy(config, models.teacher, dataset).items():
                 metrics[f"teacher_test_{name}"] = value
     epochs_done, seconds = fit_with_checkpoints(
-        config, models.fitted, dataset, steps, start_step, output_dir, extra_callbacks, strategy
+        config, models.fitted, dataset, steps, start_step, output_dir, extra_callbacks, strategy,
+        digests=digests,
     )
     exported = export(models.trained, output_dir, config.export_formats(), dataset)
     with strategy.scope():
@@ -525,6 +568,13 @@ def _train_evaluate_export(config, strategy, run_dir, output_dir, extra_callback
             "dataset": dataset.name,
             "num_train": dataset.num_train,
             "exported": exported,
+            "models": {
+                role: {"name": model.name, "parameters": int(model.count_params())}
+                for role, model in ((config.trained_role(), models.trained),
+                                    ("teacher", models.teacher))
+                if model is not None
+            },
+            "model_files": digests,
             "config": dataclasses.asdict(config),
         }
     )

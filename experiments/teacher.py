@@ -1,17 +1,26 @@
-"""Loading a trained teacher file and checking it is the teacher the flags name."""
+"""Loading a trained teacher file and checking it against the flags and the dataset.
+
+`--teacher_weights` is the teacher file; `--teacher` says what it must hold:
+
+- a zoo name or `keras.applications.<Name>`: that architecture (its layers
+  are compared), from a `.keras` model, its `.weights.h5` weights, or (zoo
+  names only) a PyTorch `.pth` checkpoint;
+- empty, or the `.keras` file itself: any architecture the `.keras` file holds.
+
+Either way the teacher must map the input pipeline's images to the dataset's
+classes (`model_specs.check_classifier`).
+"""
 
 import pathlib
-import zipfile
 
-import keras
-
+from experiments import model_specs
 from experiments.errors import UsageError
 from kerasdistill import models
 from kerasdistill.models.torchvision_convert import IMAGENET_MODELS
 
 ACCEPTED = (
-    ".keras (a saved model), .weights.h5 (zoo weights) or .pth (a RepDistiller checkpoint, or "
-    "a torchvision / mdistiller one for the ImageNet models)"
+    ".keras (a saved model), .weights.h5 (zoo or keras.applications weights) or .pth (a "
+    "RepDistiller checkpoint, or a torchvision / mdistiller one for the ImageNet models)"
 )
 
 
@@ -20,44 +29,58 @@ def _signature(model):
     return [tuple(w.shape) for w in model.weights]
 
 
-def _load(name, path, num_classes):
+def _architecture(spec):
+    """The architecture `--teacher=spec` requires of the teacher file; None for any."""
+    return None if not spec or model_specs.kind(spec) == model_specs.FILE else spec
+
+
+def _load(name, path, num_classes, image_shape):
+    weights = str(path)
     if path.name.endswith(".pth"):
-        if name in IMAGENET_MODELS:
-            return models.from_torchvision_checkpoint(name, str(path), num_classes=num_classes)
-        return models.from_torch_checkpoint(name, str(path), num_classes=num_classes)
-    if path.name.endswith(".keras"):
-        if not zipfile.is_zipfile(path):
+        if name is None or model_specs.kind(name) != model_specs.ZOO:
             raise UsageError(
-                f"--teacher_weights={str(path)!r} is not a .keras model file (no zip archive)."
+                f"--teacher_weights={weights!r} is a PyTorch checkpoint; name its zoo model with "
+                f"--teacher (got --teacher={name or ''!r})."
             )
-        return keras.saving.load_model(path)
+        if name in IMAGENET_MODELS:
+            return models.from_torchvision_checkpoint(name, weights, num_classes=num_classes)
+        return models.from_torch_checkpoint(name, weights, num_classes=num_classes)
+    if path.name.endswith(model_specs.KERAS_SUFFIX):
+        return model_specs.load_keras_file("teacher_weights", path)
     if path.name.endswith(".weights.h5"):
-        model = models.get(name, num_classes=num_classes)
+        if name is None:
+            raise UsageError(
+                f"--teacher_weights={weights!r} holds weights only; name their architecture with "
+                "--teacher=<zoo name or keras.applications.Name>."
+            )
+        model = model_specs.build("teacher", name, num_classes, image_shape)
         model.load_weights(path)
         return model
     raise UsageError(
-        f"--teacher_weights={str(path)!r} has an unknown extension; expected {ACCEPTED}."
+        f"--teacher_weights={weights!r} has an unknown extension; expected {ACCEPTED}."
     )
 
 
-def load_teacher(name, weights, num_classes):
-    """Loads the teacher file `weights`; checks it is zoo model `name` with `num_classes` outputs.
+def load_teacher(spec, weights, num_classes, image_shape):
+    """Loads the teacher file `weights`; checks it against `--teacher=spec` and the dataset.
 
     Args:
-        name: The zoo name the flags give (`--teacher`).
-        weights: A `.keras`, `.weights.h5` or PyTorch `.pth` file.
+        spec: `--teacher`: a zoo name or `keras.applications.<Name>` the file
+            must hold, or empty / the `.keras` file itself for any architecture.
+        weights: `--teacher_weights`: a `.keras`, `.weights.h5` or PyTorch `.pth` file.
         num_classes: The dataset's number of classes.
+        image_shape: `(height, width, channels)` of the input pipeline's images.
 
     Returns:
         The teacher `keras.Model`.
 
     Raises:
-        UsageError: When the file is not a model, not `name`, or has another
-            number of classes; the message says which.
+        UsageError: When the file is not a model, not the architecture `spec`
+            names, or does not fit the dataset; the message says which.
     """
-    path = pathlib.Path(weights)
+    name = _architecture(spec)
     try:
-        teacher = _load(name, path, num_classes)
+        teacher = _load(name, pathlib.Path(weights), num_classes, image_shape)
     except UsageError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure to read the file is the user's file.
@@ -65,15 +88,13 @@ def load_teacher(name, weights, num_classes):
             f"--teacher_weights={weights!r} cannot be read as a {name} teacher with {num_classes} "
             f"classes ({type(error).__name__}: {error}); expected {ACCEPTED} of that model."
         ) from error
-    classes = teacher.outputs[0].shape[-1]
-    if classes != num_classes:
-        raise UsageError(
-            f"--teacher_weights={weights!r} predicts {classes} classes but the dataset has "
-            f"{num_classes}; train or pick a teacher for this dataset."
-        )
-    if _signature(teacher) != _signature(models.get(name, num_classes=num_classes)):
+    model_specs.check_classifier(teacher, "teacher_weights", weights, num_classes, image_shape)
+    if name and _signature(teacher) != _signature(
+        model_specs.build("teacher", name, num_classes, image_shape)
+    ):
         raise UsageError(
             f"--teacher_weights={weights!r} holds a {teacher.name!r} model, not --teacher={name!r} "
-            "(its layers differ); pass the matching --teacher."
+            "(its layers differ); pass the matching --teacher, or --teacher= (empty) to take the "
+            ".keras file's architecture as it is."
         )
     return teacher

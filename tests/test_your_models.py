@@ -21,16 +21,16 @@ def _data(size, n=8, seed=0):
 def _train_and_check(distiller, size, steps=2):
     """Fits a few steps; the student's weights change and stay finite, the teacher's do not."""
     student, teacher = distiller.student, distiller.teacher
-    before = [w.numpy().copy() for w in student.trainable_weights]
-    teacher_before = [w.numpy().copy() for w in teacher.weights]
+    before = [keras.ops.convert_to_numpy(w).copy() for w in student.trainable_weights]
+    teacher_before = [keras.ops.convert_to_numpy(w).copy() for w in teacher.weights]
     x, y = _data(size, n=4 * steps)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01))
     history = distiller.fit(x, y, batch_size=4, epochs=1, verbose=0).history
-    after = [w.numpy() for w in student.trainable_weights]
+    after = [keras.ops.convert_to_numpy(w) for w in student.trainable_weights]
     assert all(np.isfinite(w).all() for w in after)
     assert any(not np.array_equal(b, a) for b, a in zip(before, after))
     for b, w in zip(teacher_before, teacher.weights):
-        np.testing.assert_array_equal(b, w.numpy())
+        np.testing.assert_array_equal(b, keras.ops.convert_to_numpy(w))
     assert all(np.isfinite(v[-1]) for v in history.values())
     return history
 
@@ -112,11 +112,12 @@ def test_softmax_head_is_read_before_the_softmax():
     assert tapped.softmax_layer == "predictions"
     out = tapped(x, training=False)
     dense = model.get_layer("predictions")
-    expected = out["pooled"].numpy() @ dense.kernel.numpy() + dense.bias.numpy()
-    np.testing.assert_allclose(out["logits"].numpy(), expected, rtol=1e-4, atol=1e-4)
-    probabilities = model(x, training=False).numpy()
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in (dense.kernel, dense.bias))
+    np.testing.assert_allclose(out["logits"], out["pooled"] @ kernel + bias, rtol=1e-4, atol=1e-4)
+    probabilities = keras.ops.convert_to_numpy(model(x, training=False))
     np.testing.assert_allclose(
-        keras.ops.softmax(out["logits"]).numpy(), probabilities, rtol=1e-4, atol=1e-6
+        keras.ops.convert_to_numpy(keras.ops.softmax(out["logits"])), probabilities, rtol=1e-4, atol=1e-6
     )
     # MobileNetV3 ends in Activation("softmax") after its 1x1-conv classifier and a flatten.
     assert models.tap_model(_mobilenet_v3(), []).softmax_layer == "predictions"
@@ -170,7 +171,9 @@ def test_predict_call_and_evaluate_see_the_students_logits():
     predicted = distiller.predict(x, verbose=0)
     assert isinstance(predicted, np.ndarray) and predicted.shape == (8, NUM_CLASSES)
     np.testing.assert_allclose(predicted, student.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(distiller(x).numpy(), predicted, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(distiller(x)), predicted, rtol=1e-5, atol=1e-5
+    )
     logs = distiller.evaluate(x, y, verbose=0, return_dict=True)
     log_p = predicted - np.log(np.exp(predicted).sum(-1, keepdims=True))
     np.testing.assert_allclose(logs["loss"], -log_p[np.arange(8), y].mean(), rtol=1e-4)

@@ -43,6 +43,7 @@ FEAT_LAST = "feat_last"
 PRE_POOL = "pre_pool"
 POOLED = "pooled"
 _FEAT_PATTERN = re.compile(r"^feat_(\d+)$")
+_ZOO_TAP_PATTERN = re.compile(r"^(feat|preact)_\d+$|^pooled$")
 _GLOBAL_POOLS = (
     keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D,
@@ -278,7 +279,7 @@ class FeatureMaps:
         zoo = [
             f"{step.name} ({_shape_text(step.outputs[0])})"
             for step in self._trace.steps
-            if _FEAT_PATTERN.match(step.name) or step.name == POOLED
+            if _ZOO_TAP_PATTERN.match(step.name)
         ]
         if zoo:
             return ", ".join(zoo)

@@ -4,8 +4,9 @@ Under a `tf.distribute` strategy each replica computes the taps of its shard
 of the global batch. A method that needs the whole batch (contrastive
 negatives, memory-bank updates, normalization constants) gathers it with
 `all_gather`; everything else stays per replica. Outside a multi-replica
-step (one device, or JAX, where `keras.distribution.DataParallel` already
-gives every op the global batch) the helpers are identities.
+TensorFlow step the helpers are identities: on one device, on JAX (where
+`keras.distribution.DataParallel` already gives every op the global batch)
+and on PyTorch (whose Keras `fit` trains on one device).
 """
 
 import keras

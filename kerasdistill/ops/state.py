@@ -9,9 +9,11 @@ def scatter_rows(variable, indices, rows):
 
     On TensorFlow this is an in-place sparse update, so the cost does not
     grow with the number of rows of `variable` (CRD's bank holds one row per
-    training sample: 1.28M on ImageNet). Elsewhere (JAX, whose variables are
-    immutable arrays) the updated array is assigned, which XLA performs in
-    place on donated buffers.
+    training sample: 1.28M on ImageNet). Elsewhere the updated array is
+    assigned: on JAX, whose variables are immutable arrays, XLA performs
+    that in place on donated buffers; on PyTorch `keras.ops.scatter_update`
+    copies the variable, a cost that grows with its rows (measured on 2 CPU
+    cores: 25 ms for 50,000 x 128 float32 rows, 0.29 s for 1.28M).
 
     Args:
         variable: A `keras.Variable` of shape `(num_rows, ...)`.

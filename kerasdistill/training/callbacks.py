@@ -13,7 +13,8 @@ class TrainingDiverged(RuntimeError):
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Raises `TrainingDiverged` at the first step whose loss is not finite.
 
-    The message names the global step and the first non-finite loss term
+    A Distiller skips that step's update (its weights are those of the step
+    before). The message names the global step and the first non-finite loss term
     (`loss_kd`, ...), or `loss` when only the total is. Place it before any
     checkpointing callback so that the diverged state is never saved.
     """
@@ -23,7 +24,10 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         bad = {k: v for k, v in logs.items() if k.startswith("loss") and not math.isfinite(v)}
         if bad:
             terms = sorted(k for k in bad if k != "loss") or ["loss"]
-            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            # A Distiller counts every step it ran, the skipped non-finite one included;
+            # its optimizer does not count a skipped step.
+            counter = getattr(self.model, "training_steps", self.model.optimizer.iterations)
+            step = int(keras.ops.convert_to_numpy(counter))
             raise TrainingDiverged(
                 f"Loss term {terms[0]} is {bad[terms[0]]} at training step {step}"
                 + (f" (also non-finite: {', '.join(terms[1:])})" if terms[1:] else "")

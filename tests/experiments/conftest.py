@@ -35,6 +35,27 @@ def teacher_file(tmp_path_factory):
     return path
 
 
+def small_cnn(num_classes=2, input_shape=(32, 32, 3), final_activation=None):
+    """A functional classifier outside the zoo: no feat_k / pooled layer names."""
+    import keras
+
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation=final_activation)(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+@pytest.fixture(scope="session")
+def small_cnn_file(tmp_path_factory):
+    """An (untrained) non-zoo teacher for the 2 classes of `tiny_folder`, as a .keras file."""
+    path = tmp_path_factory.mktemp("small_cnn") / "small_cnn.keras"
+    small_cnn().save(path)
+    return path
+
+
 def tiny_config(dataset, output_dir, **overrides):
     """A `RunConfig` of a seconds-long run on `dataset`."""
     from experiments import runner

@@ -1,5 +1,6 @@
 """experiments/cifar100.py ends on a user mistake with one line on stderr and exit status 2."""
 
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,67 @@ def test_unknown_model_fails_with_one_line_before_any_data(tmp_path):
     assert _error_lines(proc)[0].startswith("error: Unknown student model 'resnet9'. Did you mean")
     assert proc.stderr.splitlines()[-1] == _error_lines(proc)[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--student=keras.applications.MobileNetV3Smal"],
+         "error: Unknown student model 'keras.applications.MobileNetV3Smal'. Did you mean "
+         "'keras.applications.MobileNetV3Small' or "),
+        (["--student=MobileNetV3Small"],
+         "error: Unknown student model 'MobileNetV3Small'. Did you mean "
+         "'keras.applications.MobileNetV3Small'? Accepted: a zoo name ("),
+        (["--student=runs/none/model.keras"],
+         "error: --student='runs/none/model.keras': no such file; expected a zoo name, "
+         "keras.applications.<Name> or a path to a .keras file."),
+        (["--student=runs/none/model.h5"],
+         "error: --student='runs/none/model.h5' is not a .keras model file; expected a zoo name, "),
+    ],
+)
+def test_bad_student_model_fails_with_one_line_before_any_data(tmp_path, args, message):
+    proc, _ = _run("--mode=student", *args, f"--dataset={tmp_path / 'none'}",
+                   f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(_error_lines(proc)) == 1 and _error_lines(proc)[0].startswith(message), proc.stderr
+    assert proc.stderr.splitlines()[-1] == _error_lines(proc)[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_teacher_and_teacher_weights_naming_two_files_are_refused(tmp_path, small_cnn_file):
+    other = tmp_path / "other.keras"
+    other.write_bytes(small_cnn_file.read_bytes())
+    proc, _ = _run("--mode=distill", f"--teacher={other}", f"--teacher_weights={small_cnn_file}",
+                   f"--dataset={tmp_path / 'none'}", f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert _error_lines(proc) == [
+        f"error: --teacher={str(other)!r} is another file than --teacher_weights="
+        f"{str(small_cnn_file)!r}; the teacher is --teacher_weights: pass --teacher= (empty) or "
+        "the same file."
+    ]
+
+
+def test_script_distils_a_keras_file_student_from_an_application_teacher(tiny_folder, tmp_path):
+    from experiments import model_specs
+    from tests.experiments.conftest import small_cnn
+
+    teacher = tmp_path / "teacher.weights.h5"
+    model_specs.build("teacher", "keras.applications.MobileNetV2", 2, (32, 32, 3)).save_weights(
+        teacher
+    )
+    student = tmp_path / "student.keras"
+    small_cnn().save(student)
+    out = tmp_path / "run"
+    proc, _ = _run("--mode=distill", "--method=kd", "--teacher=keras.applications.MobileNetV2",
+                   f"--teacher_weights={teacher}", f"--student={student}",
+                   f"--dataset={tiny_folder}", "--epochs=1", "--steps_per_epoch=2",
+                   "--batch_size=4", "--export=keras", f"--output_dir={out}", "--verbose=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["models"]["teacher"]["name"] == "mobilenetv2_1.00_32"
+    assert metrics["models"]["student"]["name"] == "small_cnn"
+    assert sorted(metrics["model_files"]) == ["student", "teacher_weights"]
+    assert "loss_kd" in (out / "history.csv").read_text().splitlines()[0]
 
 
 def test_contrastive_method_needs_two_samples_per_replica(tmp_path):

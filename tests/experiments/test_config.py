@@ -1,5 +1,7 @@
 """Configuration mistakes are refused before any work, naming the value and what is accepted."""
 
+import dataclasses
+
 import pytest
 
 from experiments import config as config_lib
@@ -39,6 +41,11 @@ def _distill(tmp_path, **overrides):
         ({"lr_schedule": "cosine", "epochs": 4, "warmup_epochs": 4}, r"--warmup_epochs=4 .* < 4"),
         ({"teacher_weights": ""}, r"needs --teacher_weights"),
         ({"teacher_weights": "/no/such/file.keras"}, r"'/no/such/file.keras': no such file"),
+        ({"student": ""}, r"^--mode=distill needs --student \(a zoo name, "
+         r"keras.applications.<Name> or a path to a .keras file\).$"),
+        ({"mode": "teacher", "teacher": ""}, r"^--mode=teacher needs --teacher \(a zoo name"),
+        ({"teacher": "runs/teacher.h5"}, r"^--teacher='runs/teacher.h5' is not a .keras model "
+         r"file; expected a zoo name, keras.applications.<Name> or a path to a .keras file"),
     ],
 )
 def test_impossible_values_fail_without_tensorflow(tmp_path, overrides, message):
@@ -60,6 +67,36 @@ def test_impossible_values_fail_without_tensorflow(tmp_path, overrides, message)
 def test_unknown_names_suggest_the_closest(tmp_path, overrides, message):
     with pytest.raises(UsageError, match=message):
         _distill(tmp_path, **overrides).validate()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"student": "keras.applications.MobileNetV3Small"},
+        {"teacher": ""},  # Any architecture --teacher_weights holds.
+        {"teacher": "keras.applications.ResNet50"},
+    ],
+)
+def test_application_and_empty_model_flags_are_accepted(tmp_path, overrides):
+    _distill(tmp_path, **overrides).validate()
+
+
+def test_teacher_may_name_the_teacher_weights_file_itself(tmp_path):
+    config = _distill(tmp_path)
+    config.teacher = str(tmp_path / "." / "teacher.keras")
+    config.validate()
+
+
+def test_readme_flag_table_lists_every_flag():
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Experiment scripts", 1)[1].split("\n#", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `--")]
+    documented = {flag.strip(" `") for row in rows for flag in row.split(",")}
+    fields = {f"--{field.name}" for field in dataclasses.fields(config_lib.RunConfig)}
+    assert fields <= documented, f"README flag table lacks {sorted(fields - documented)}"
+    assert documented <= fields, f"README flag table names no flag {sorted(documented - fields)}"
 
 
 def test_dkd_accepts_warmup_epochs(tmp_path):

@@ -12,42 +12,45 @@ from kerasdistill import models
 from tests.conftest import FIXTURES, require
 from tests.experiments.conftest import tiny_config, write_image_folder
 
+CIFAR = (32, 32, 3)
+
 
 def test_teacher_of_another_architecture_is_refused(teacher_file):
-    with pytest.raises(UsageError, match=r"holds a 'resnet8' model, not --teacher='resnet14'"):
-        load_teacher("resnet14", str(teacher_file), num_classes=2)
+    with pytest.raises(UsageError, match=r"holds a 'resnet8' model, not --teacher='resnet14' "
+                       r"\(its layers differ\); pass the matching --teacher, or --teacher= "):
+        load_teacher("resnet14", str(teacher_file), num_classes=2, image_shape=CIFAR)
 
 
 def test_teacher_with_another_number_of_classes_is_refused(teacher_file):
     with pytest.raises(UsageError, match=r"predicts 2 classes but the dataset has 100"):
-        load_teacher("resnet8", str(teacher_file), num_classes=100)
+        load_teacher("resnet8", str(teacher_file), num_classes=100, image_shape=CIFAR)
 
 
 def test_file_that_is_not_a_model_is_named(tmp_path):
     path = tmp_path / "teacher.keras"
     path.write_text("not a model")
     with pytest.raises(UsageError, match=r"teacher.keras' is not a .keras model file"):
-        load_teacher("resnet8", str(path), num_classes=2)
+        load_teacher("resnet8", str(path), num_classes=2, image_shape=CIFAR)
 
 
 def test_unknown_extension_lists_the_accepted_ones(tmp_path):
     path = tmp_path / "teacher.pt"
     path.write_text("")
     with pytest.raises(UsageError, match=r"unknown extension; expected .keras .*h5.*\.pth"):
-        load_teacher("resnet8", str(path), num_classes=2)
+        load_teacher("resnet8", str(path), num_classes=2, image_shape=CIFAR)
 
 
 def test_pth_of_another_architecture_is_refused():
     checkpoint = require(FIXTURES / "torch_ckpt" / "resnet20.pth")
     with pytest.raises(UsageError, match=r"cannot be read as a resnet8x4 teacher with 100 classes"):
-        load_teacher("resnet8x4", str(checkpoint), num_classes=100)
+        load_teacher("resnet8x4", str(checkpoint), num_classes=100, image_shape=CIFAR)
 
 
 def test_weights_file_of_another_architecture_is_refused(tmp_path):
     path = tmp_path / "teacher.weights.h5"
     models.get("resnet8", num_classes=2).save_weights(path)
     with pytest.raises(UsageError, match=r"cannot be read as a resnet14 teacher with 2 classes"):
-        load_teacher("resnet14", str(path), num_classes=2)
+        load_teacher("resnet14", str(path), num_classes=2, image_shape=CIFAR)
 
 
 @pytest.fixture
@@ -112,6 +115,7 @@ def test_unknown_tap_is_named_with_the_valid_ones(tiny_folder, teacher_file, tmp
         tiny_folder, tmp_path, mode="distill", method="fitnet", teacher_weights=str(teacher_file),
         method_kwargs={"fitnet": {"teacher_tap": "feat_9"}},
     )
-    with pytest.raises(UsageError, match=r"--method='fitnet' with --method_kwargs: Unknown tap "
-                       r"'feat_9' for model .* Valid taps: 'logits', 'feat_last', 'pre_pool' or a layer name"):
+    with pytest.raises(UsageError, match=r"^--method='fitnet' with --method_kwargs: Tap 'feat_9' "
+                       r"not found in model 'resnet8'. Taps: 'logits', 'pre_pool', 'pooled', "
+                       r"'feat_last', 'feat_k' or a layer name; feature maps found: feat_0 "):
         runner.run(config)

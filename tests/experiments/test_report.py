@@ -63,3 +63,11 @@ def test_history_keeps_one_row_per_epoch(two_runs):
 def test_no_run_directory_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match=r"holds no run directory"):
         report.write_report([tmp_path], tmp_path / "report")
+
+
+def test_pair_names_a_teacher_of_any_architecture_by_its_file():
+    config = {"mode": "distill", "teacher": "", "teacher_weights": "runs/t/model.keras",
+              "student": "keras.applications.MobileNetV3Small", "method": "kd"}
+    assert report.describe({"config": config}) == (
+        "runs/t/model.keras -> keras.applications.MobileNetV3Small", "kd"
+    )

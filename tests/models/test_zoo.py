@@ -73,7 +73,8 @@ def test_unknown_model_name_lists_available_models():
 
 def test_tap_model_with_unknown_layer_lists_valid_names():
     model = models.get("wrn_16_1")
-    with pytest.raises(ValueError, match=r"Unknown tap 'feat_9'.*feat_0.*preact_3.*pooled"):
+    with pytest.raises(ValueError, match=r"Tap 'feat_9' not found in model 'wrn_16_1'.*"
+                       r"feature maps found: feat_0 \(32x32x16\).*preact_3.*pooled \(64\)"):
         models.tap_model(model, ["feat_0", "feat_9"])
 
 
@@ -92,7 +93,7 @@ def test_tap_model_returns_features_and_preact_taps_in_one_pass():
 
 
 @pytest.mark.parametrize(
-    "name, layer", [("resnet8", "fc"), ("MobileNetV2", "classifier.0"), ("vit_tiny_p4", "head")]
+    "name, layer", [("resnet8", "fc"), ("MobileNetV2", "classifier_0"), ("vit_tiny_p4", "head")]
 )
 def test_classifier_layer_is_the_dense_layer_giving_the_logits(name, layer):
     model = models.get(name, num_classes=10)
@@ -103,11 +104,15 @@ def test_classifier_layer_is_the_dense_layer_giving_the_logits(name, layer):
     np.testing.assert_allclose(np.asarray(found(pooled)), pooled @ kernel + bias, rtol=1e-5, atol=1e-6)
 
 
-def test_classifier_layer_rejects_a_model_not_ending_in_dense():
+def test_classifier_layer_is_found_before_a_softmax_and_refused_without_dense():
     inputs = keras.Input((4,))
-    outputs = keras.layers.Softmax()(keras.layers.Dense(3)(inputs))
+    dense = keras.layers.Dense(3)
+    softmaxed = keras.Model(inputs, keras.layers.Softmax()(dense(inputs)), name="softmaxed")
+    assert models.classifier_layer(softmaxed) is dense
+    images = keras.Input((8, 8, 3))
+    conv_head = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 1)(images))
     with pytest.raises(ValueError, match="does not end in a Dense classifier layer"):
-        models.classifier_layer(keras.Model(inputs, outputs, name="softmaxed"))
+        models.classifier_layer(keras.Model(images, conv_head, name="conv_head"))
 
 
 @pytest.mark.parametrize("name", ["MobileNetV2", "ShuffleV2", "wrn_16_2", "resnet8x4", "vit_mini_p4"])
@@ -122,8 +127,9 @@ def test_pre_pool_tap_is_the_map_that_feeds_the_classifier(name):
     assert (out["pre_pool"].shape != out["feat_last"].shape) == widened
 
 
-def test_pre_pool_tap_needs_a_pooled_layer():
-    inputs = keras.Input((4, 4, 3))
-    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)), name="flat")
-    with pytest.raises(ValueError, match="Tap 'pre_pool' needs a global pooling layer named 'pooled'"):
+def test_pre_pool_tap_needs_a_map_to_pool():
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(4)(inputs)), name="mlp")
+    with pytest.raises(ValueError, match="Tap 'pre_pool' not found in model 'mlp'.*feature maps "
+                                         "found: none"):
         models.resolve_taps(model, ["pre_pool"])
