@@ -11,45 +11,12 @@ from kerasdistill.models.taps import LOGITS, tap_model
 from kerasdistill.ops import distributed
 from kerasdistill.ops.losses import class_ids, cross_entropy
 from kerasdistill.training.callbacks import StopOnNonFiniteLoss
+from kerasdistill.training.losses import logits_loss
 
 # Re-exported: the batch keys the Distiller reads.
 from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY  # noqa: F401  isort: skip
 
 logger = logging.getLogger("kerasdistill")
-
-# Loss identifiers that name a cross-entropy: given to `compile` as strings, they
-# are built to read logits.
-_CROSS_ENTROPIES = {
-    "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
-    "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
-}
-
-
-def _student_loss(loss, label_smoothing):
-    """The supervised loss `compile(loss=...)` asks for, or `None` for the default."""
-    if loss is None:
-        return None
-    if isinstance(loss, (list, tuple, dict)):
-        raise ValueError(
-            f"Distiller.compile takes one loss for the student's logits; got {loss!r}."
-        )
-    if label_smoothing:
-        raise ValueError(
-            f"Distiller(label_smoothing={label_smoothing}) applies to the default cross-entropy; "
-            "with compile(loss=...), set label smoothing on that loss instead."
-        )
-    if isinstance(loss, str) and loss in _CROSS_ENTROPIES:
-        return _CROSS_ENTROPIES[loss](from_logits=True)
-    loss = keras.losses.get(loss)
-    if getattr(loss, "from_logits", True) is False or (
-        getattr(loss, "_fn_kwargs", {}).get("from_logits", True) is False
-    ):
-        raise ValueError(
-            f"compile(loss={loss!r}) reads probabilities, but the Distiller hands the student's "
-            "logits to its loss; pass it with from_logits=True."
-        )
-    return loss
-
 
 def _image_shape(teacher, student):
     teacher_shape = input_checks.image_shape(teacher)
@@ -233,7 +200,7 @@ class Distiller(keras.Model):
                 "Distiller.compile does not take loss_weights: weight the supervised term with "
                 "Distiller(ce_weight=...) and each method with its own weight argument."
             )
-        self.student_loss = _student_loss(loss, self.label_smoothing)
+        self.student_loss = logits_loss(loss, self.label_smoothing)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # Scale 1 that never grows: on finite steps exactly the inner

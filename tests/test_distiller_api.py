@@ -174,7 +174,7 @@ def test_a_non_finite_loss_skips_the_step_and_stops_naming_step_and_term():
                     {w.path: keras.ops.convert_to_numpy(w).copy() for w in trainable}
                 )
 
-    with pytest.raises(TrainingDiverged, match=r"Loss term loss_bad is nan at training step 1"):
+    with pytest.raises(TrainingDiverged, match=r"Loss term loss_bad is nan at training step 2"):
         distiller.fit(x, y, batch_size=4, shuffle=False, verbose=0, callbacks=[Snapshot()])
     for w in trainable:
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), weights_after_first[w.path])

@@ -30,13 +30,13 @@ The tapped model shares every layer (and weight) with the original, so calling
 it once in training mode updates BatchNorm statistics once.
 """
 
-import math
 import re
 
 import keras
 from keras import ops
 
-from kerasdistill.models import graph
+from kerasdistill.models import graph, stage_maps
+from kerasdistill.models.heads import DenseLogits, is_softmax, token_map
 
 LOGITS = "logits"
 FEAT_LAST = "feat_last"
@@ -50,52 +50,10 @@ _GLOBAL_POOLS = (
     keras.layers.GlobalMaxPooling1D,
     keras.layers.GlobalMaxPooling2D,
 )
-_NOT_STAGE_MAPS = (keras.layers.ZeroPadding2D, keras.layers.Cropping2D)
-
-
-def _is_softmax(activation):
-    return activation is keras.activations.softmax or (
-        getattr(activation, "__name__", None) == "softmax"
-    )
-
-
-@keras.saving.register_keras_serializable(package="kerasdistill")
-class DenseLogits(keras.layers.Layer):
-    """The pre-activation output of a `Dense` layer, with that layer's weights.
-
-    Args:
-        dense: The `keras.layers.Dense` layer whose `kernel` and `bias` are used.
-        **kwargs: Passed to `keras.layers.Layer`.
-    """
-
-    def __init__(self, dense, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = dense
-
-    def call(self, inputs):
-        outputs = ops.matmul(inputs, self.dense.kernel)
-        return outputs + self.dense.bias if self.dense.use_bias else outputs
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.dense.units,)
 
 
 def _shape_text(tensor):
     return "x".join(str(d) for d in tensor.shape[1:])
-
-
-def _token_map(tokens, where):
-    """A `(batch, tokens, dim)` sequence as the NHWC map of its square patch grid."""
-    count, dim = tokens.shape[1], tokens.shape[2]
-    for extra in (0, 1):
-        side = math.isqrt(count - extra) if count and count > extra else 0
-        if side and side * side == count - extra:
-            patches = tokens[:, extra:, :] if extra else tokens
-            return ops.reshape(patches, (-1, side, side, dim))
-    raise ValueError(
-        f"{where} is a sequence of {count} tokens, not a square patch grid (with or without "
-        "one class token); name an NHWC feature map explicitly."
-    )
 
 
 class FeatureMaps:
@@ -149,7 +107,7 @@ class FeatureMaps:
             # A token model's one map: its last tokens laid out on the patch grid.
             self.stage_maps = [(self._pre_pool_name(), self._pre_pool())]
         elif self._pool is not None:
-            self.stage_maps = self._find_stage_maps()
+            self.stage_maps = stage_maps.find(self._trace, self._pool, self.inputs)
 
     @property
     def subclassed(self):
@@ -163,11 +121,11 @@ class FeatureMaps:
             return output
         layer = step.operation
         if isinstance(layer, keras.layers.Softmax) or (
-            isinstance(layer, keras.layers.Activation) and _is_softmax(layer.activation)
+            isinstance(layer, keras.layers.Activation) and is_softmax(layer.activation)
         ):
             self.softmax_layer = step.name
             return step.inputs[0]
-        if isinstance(layer, keras.layers.Dense) and _is_softmax(layer.activation):
+        if isinstance(layer, keras.layers.Dense) and is_softmax(layer.activation):
             self.softmax_layer = step.name
             return DenseLogits(layer, name=f"{layer.name}_logits")(step.inputs[0])
         return output
@@ -195,69 +153,12 @@ class FeatureMaps:
     def _pre_pool(self):
         source = self._pool.inputs[0]
         if len(source.shape) == 3:
-            return _token_map(source, f"The input of {self._pool.name!r}")
+            return token_map(source, f"The input of {self._pool.name!r}")
         return source
 
     def _pooled(self):
         pooled = self._pool.outputs[0]
         return pooled if len(pooled.shape) == 2 else ops.reshape(pooled, (-1, pooled.shape[-1]))
-
-    def _find_stage_maps(self):
-        steps = self._trace.steps
-        end = steps.index(self._pool)
-        image = keras.tree.flatten(self.inputs)[0]
-        by_size = {}
-        for step in steps[:end]:
-            if step.nested or isinstance(step.operation, _NOT_STAGE_MAPS):
-                continue
-            for tensor in step.outputs:
-                shape = tuple(tensor.shape[1:])
-                if len(shape) != 3 or None in shape or shape == tuple(image.shape[1:]):
-                    continue
-                by_size.setdefault(shape[:2], []).append((step.name, tensor))
-        target = self._pool.inputs[0]
-        maps = []
-        for size in sorted(by_size, key=lambda s: -s[0] * s[1]):
-            for name, tensor in reversed(by_size[size]):
-                if self._on_every_path(tensor, target):
-                    maps.append(self._before_expansion(name, tensor))
-                    break
-        return maps
-
-    def _before_expansion(self, name, tensor):
-        """The map a trailing 1x1 widening (and its norm/activation) was applied to.
-
-        An inverted-residual network widens the last block output of a
-        resolution with a 1x1 convolution before the next stage's strided
-        depthwise convolution (or before the final pooling): that widened map
-        belongs to what follows, and the stage map is the block output.
-        """
-        step = self._trace.producer(tensor)
-        while step is not None and len(step.inputs) == 1 and (
-            tuple(step.inputs[0].shape) == tuple(step.outputs[0].shape)
-        ):
-            step = self._trace.producer(step.inputs[0])
-        layer = None if step is None else step.operation
-        if (
-            isinstance(layer, keras.layers.Conv2D)
-            and tuple(layer.kernel_size) == (1, 1)
-            and tuple(layer.strides) == (1, 1)
-            and step.inputs[0].shape[-1] < step.outputs[0].shape[-1]
-        ):
-            source = self._trace.producer(step.inputs[0])
-            if source is not None and not source.nested:
-                return source.name, step.inputs[0]
-        return name, tensor
-
-    def _on_every_path(self, tensor, target):
-        """Whether every path from the inputs to `target` goes through `tensor`."""
-        if tensor is target:
-            return True
-        reached = {id(t) for t in keras.tree.flatten(self.inputs)}
-        for step in self._trace.steps:
-            if not step.nested and any(id(t) in reached for t in step.inputs):
-                reached.update(id(t) for t in step.outputs if t is not tensor)
-        return id(target) not in reached
 
     def producer(self, tensor):
         """The traced step that computed `tensor`, or `None`."""

@@ -30,3 +30,51 @@ class SparseCrossEntropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+# Loss identifiers that name a cross-entropy: given to `compile` as strings, they
+# are built to read logits.
+_CROSS_ENTROPIES = {
+    "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+    "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+}
+
+
+def logits_loss(loss, label_smoothing=0.0):
+    """The student's supervised loss that `Distiller.compile(loss=...)` names.
+
+    Args:
+        loss: `None` (the Distiller's own cross-entropy), a Keras loss
+            identifier or instance, or a callable `(y_true, logits)`.
+        label_smoothing: The Distiller's `label_smoothing`, which only its
+            own cross-entropy applies.
+
+    Returns:
+        A loss reading logits, or `None`.
+
+    Raises:
+        ValueError: For several losses, label smoothing with a given loss, or
+            a loss that reads probabilities.
+    """
+    if loss is None:
+        return None
+    if isinstance(loss, (list, tuple, dict)):
+        raise ValueError(
+            f"Distiller.compile takes one loss for the student's logits; got {loss!r}."
+        )
+    if label_smoothing:
+        raise ValueError(
+            f"Distiller(label_smoothing={label_smoothing}) applies to the default cross-entropy; "
+            "with compile(loss=...), set label smoothing on that loss instead."
+        )
+    if isinstance(loss, str) and loss in _CROSS_ENTROPIES:
+        return _CROSS_ENTROPIES[loss](from_logits=True)
+    loss = keras.losses.get(loss)
+    if getattr(loss, "from_logits", True) is False or (
+        getattr(loss, "_fn_kwargs", {}).get("from_logits", True) is False
+    ):
+        raise ValueError(
+            f"compile(loss={loss!r}) reads probabilities, but the Distiller hands the student's "
+            "logits to its loss; pass it with from_logits=True."
+        )
+    return loss
