@@ -359,11 +359,14 @@ class Distiller(keras.Model):
 
         Returns:
             Logs with `loss` and `loss_ce` (the plain supervised loss) and the
-            compiled metrics. On TensorFlow the distillation terms, which
-            evaluation does not compute, are left out.
+            compiled metrics; the distillation terms, which evaluation does
+            not compute, are left out (on JAX, with the step's state).
         """
+        if keras.backend.backend() == "jax":
+            logs, state = super().test_step(*args, **kwargs)
+            return self._evaluated(logs), state
         if keras.backend.backend() != "tensorflow":
-            return super().test_step(*args, **kwargs)
+            return self._evaluated(super().test_step(*args, **kwargs))
         (data,) = args
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._refuse_sample_weight(sample_weight)
@@ -372,7 +375,10 @@ class Distiller(keras.Model):
         batch_size = ops.shape(logits)[0]
         self._loss_tracker.update_state(loss, sample_weight=batch_size)
         self._loss_trackers["loss_ce"].update_state(loss, sample_weight=batch_size)
-        logs = self.compute_metrics(x, y, logits)
+        return self._evaluated(self.compute_metrics(x, y, logits))
+
+    def _evaluated(self, logs):
+        """Drops the distillation terms, which evaluation does not compute."""
         return {k: v for k, v in logs.items() if k == "loss_ce" or k not in self._loss_trackers}
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

@@ -247,10 +247,10 @@ def test_mdistiller_checkpoint_file_loads_by_path(tmp_path):
     torch.save({"epoch": 100, "model": reference.state_dict()}, path)
     model = models.from_torchvision_checkpoint("MobileNetV1", path)
     np.testing.assert_array_equal(
-        model.get_layer("model.3.4").moving_variance, reference.model[3][4].running_var
+        model.get_layer("model_3_4").moving_variance, reference.model[3][4].running_var
     )
     kernel = reference.model[1][0].weight.detach().numpy()  # Depthwise [C, 1, 3, 3].
-    np.testing.assert_array_equal(model.get_layer("model.1.0").kernel, kernel.transpose(2, 3, 0, 1))
+    np.testing.assert_array_equal(model.get_layer("model_1_0").kernel, kernel.transpose(2, 3, 0, 1))
 
 
 def test_state_dict_of_another_architecture_is_rejected_with_the_keys():

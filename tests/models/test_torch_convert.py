@@ -114,3 +114,14 @@ def test_missing_torch_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match="pip install torch"):
         models.from_torch_checkpoint("resnet20", CKPT_DIR / "resnet20.pth")
+
+
+def test_module_paths_mapping_to_one_layer_name_are_rejected():
+    state_dict = _state_dict("resnet20")
+    state_dict["layer1_0.conv1.weight"] = state_dict["layer1.0.conv1.weight"]
+    with pytest.raises(
+        ValueError,
+        match=r"'layer1\.0\.conv1' and 'layer1_0\.conv1' both map to the Keras layer name "
+        r"'layer1_0_conv1'",
+    ):
+        models.load_torch_state_dict(models.get("resnet20"), state_dict)

@@ -108,15 +108,15 @@ def test_stages_split_blocks_evenly_with_linear_drop_path():
                     drop_path_rate=0.2, num_classes=3)
     # Stages of 2, 2, 1 blocks: stage s starts by flattening feat_{s-1}.
     for stage, first_block in ((1, 0), (2, 2), (3, 4)):
-        tokens_layer = model.get_layer(f"stage{stage}.tokens")
+        tokens_layer = model.get_layer(f"stage{stage}_tokens")
         assert tokens_layer.input.name == model.get_layer(f"feat_{stage - 1}").output.name
-        assert model.get_layer(f"blocks.{first_block}.norm1").input.name == (
+        assert model.get_layer(f"blocks_{first_block}_norm1").input.name == (
             tokens_layer.output.name
         )
-    rates = [model.get_layer(f"blocks.{i}.add1.drop_path").rate for i in range(1, 5)]
+    rates = [model.get_layer(f"blocks_{i}_add1_drop_path").rate for i in range(1, 5)]
     np.testing.assert_allclose(rates, [0.05, 0.1, 0.15, 0.2])
     with pytest.raises(ValueError):
-        model.get_layer("blocks.0.add1.drop_path")  # rate 0: no layer
+        model.get_layer("blocks_0_add1_drop_path")  # rate 0: no layer
 
 
 @pytest.mark.parametrize("family", sorted(SMALL))
