@@ -177,3 +177,33 @@ def test_predict_call_and_evaluate_see_the_students_logits():
     logs = distiller.evaluate(x, y, verbose=0, return_dict=True)
     log_p = predicted - np.log(np.exp(predicted).sum(-1, keepdims=True))
     np.testing.assert_allclose(logs["loss"], -log_p[np.arange(8), y].mean(), rtol=1e-4)
+
+
+# Inputs the smallest applications accept; the Inception family needs 75 px.
+_APPLICATION_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 75}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", sorted(n for n in dir(keras.applications) if n[0].isupper())
+)
+def test_every_application_has_logits_before_its_softmax_and_its_maps_found(name):
+    size = _APPLICATION_SIZE.get(name, 64)
+    model = getattr(keras.applications, name)(
+        weights=None, input_shape=(size, size, 3), classes=NUM_CLASSES
+    )
+    tapped = models.tap_model(model, ["pre_pool", "pooled", "feat_last", "feat_0"])
+    assert tapped.softmax_layer is not None
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in tapped(x, training=False).items()}
+    probabilities = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.softmax(out["logits"])), probabilities, atol=1e-5
+    )
+    # pre_pool is the map the pooling (VGG: the flatten) reduces; stage maps shrink.
+    pre_pool = out["pre_pool"]
+    assert pre_pool.ndim == 4
+    assert out["pooled"].shape[1] == (pre_pool[0].size if name.startswith("VGG") else pre_pool.shape[-1])
+    assert out["feat_0"].shape[1] > out["feat_last"].shape[1] >= 1
+    assert out["feat_last"].shape[1:3] == out["pre_pool"].shape[1:3]
+    keras.backend.clear_session()

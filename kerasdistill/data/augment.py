@@ -1,6 +1,10 @@
 """Per-example augmentation and normalization of the reference CIFAR protocol."""
 
+import numpy as np
 import tensorflow as tf
+
+# Largest image (height x width x channels) whose normalization constants are tiled.
+_MAX_TILED = 1 << 22
 
 
 def random_crop_flip(image, size=32, padding=4):
@@ -23,7 +27,7 @@ def normalize(image, mean, std):
     """Scales a uint8 image to [0, 1] and standardizes each channel.
 
     Args:
-        image: uint8 image(s), channels last.
+        image: uint8 image(s), channels last (or float32 ones in [0, 255]).
         mean: Per-channel mean over [0, 1] pixels.
         std: Per-channel standard deviation over [0, 1] pixels.
 
@@ -31,4 +35,19 @@ def normalize(image, mean, std):
         A float32 tensor.
     """
     image = tf.cast(image, tf.float32) / 255.0
-    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+    mean = np.asarray(mean, np.float32)
+    std = np.asarray(std, np.float32)
+    pixel = image.shape[-3:]
+    if (
+        pixel.rank == 3
+        and pixel.is_fully_defined()
+        and pixel.num_elements() <= _MAX_TILED
+        and np.broadcast_shapes(mean.shape, std.shape, pixel) == tuple(pixel)
+    ):
+        # The same arithmetic, without broadcasting over a last axis of a few channels,
+        # which TensorFlow's CPU kernels do element by element: the constants are tiled
+        # to the image's shape when the function is traced (for a 224 x 224 ImageNet crop
+        # this cuts the cost of `normalize` several times; results are bit-identical).
+        mean = np.broadcast_to(mean, pixel.as_list())
+        std = np.broadcast_to(std, pixel.as_list())
+    return (image - tf.constant(mean)) / tf.constant(std)

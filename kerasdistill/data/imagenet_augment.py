@@ -3,14 +3,19 @@
 Training: `RandomResizedCrop(224)` + `RandomHorizontalFlip()`; evaluation:
 `Resize(256)` + `CenterCrop(224)`, as in the torchvision ImageNet reference
 recipe. Both take one encoded image (JPEG, or any format `tf.io.decode_image`
-reads) and return a uint8 HWC RGB image; normalize it with
+reads) and return a uint8 HWC RGB image (the training crop also a float32 one,
+unrounded, for `normalize`); normalize it with
 `kerasdistill.data.augment.normalize`, as the CIFAR images.
 
 The training crop window is sampled in the original image's coordinates and
 only that window of a JPEG is decoded (`tf.image.decode_and_crop_jpeg`). The
-randomness is stateless: the same `seed` gives the same crop and flip.
+randomness is stateless: the same `seed` gives the same crop and flip. The
+window is resized to the output size with `resize="area"` (default: an area
+average, i.e. a box filter, on the sides that shrink, bilinear on those that
+grow; about twice as fast) or `resize="bilinear"` (antialiased bilinear, a
+triangle filter, as PIL and torchvision); the crop and flip distributions are
+the same with both.
 """
-
 import math
 
 import tensorflow as tf
@@ -138,14 +143,75 @@ def random_resized_crop_window(
     return tf.stack([offset_y, offset_x, crop_h, crop_w])
 
 
+RESIZE_METHODS = ("area", "bilinear")
+
+
 def _resize_to_uint8(image, size):
     """Bilinear, antialiased resize (as PIL's), rounded back to uint8."""
     image = tf.image.resize(image, size, method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
+def resize_window(image, size, method="area"):
+    """Resizes a decoded crop window to `size`, without rounding.
+
+    Both methods are weighted averages with non-negative weights, so the
+    result stays within the input's range, and both interpolate bilinearly
+    along a side that grows (where antialiasing does nothing).
+
+    Args:
+        image: A uint8 HWC image (the decoded window).
+        size: `(height, width)` of the output, Python ints.
+        method: `"area"`: each output pixel averages the input pixels its
+            footprint covers (`tf.image.resize(method="area")`, a box filter;
+            OpenCV's `INTER_AREA`) along the sides that shrink, then bilinear
+            along those that grow. `"bilinear"`: antialiased bilinear (a
+            triangle filter as wide as the scale, PIL's and torchvision's
+            `BILINEAR`), the plain bilinear resize when no side shrinks
+            (identical there, at a third of the cost).
+
+    Returns:
+        A float32 image of shape `size + (channels,)`, values in the input's range.
+    """
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize must be one of {RESIZE_METHODS}, got {method!r}.")
+    size = tf.constant(size, tf.int32)
+    shape = tf.shape(image)[:2]
+    if method == "area":
+        # Scale 1 is the identity for both ops, so a side that does not shrink
+        # passes the area step unchanged, and one already at `size` the bilinear step.
+        image = tf.image.resize(image, tf.minimum(shape, size), method="area")
+        return tf.image.resize(image, size, method="bilinear")
+    return tf.cond(
+        tf.reduce_all(shape <= size),
+        lambda: tf.image.resize(image, size, method="bilinear"),
+        lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
+    )
+
+
+def crop_and_flip_seeds(seed):
+    """The seeds of the window and of the flip that `random_resized_crop_flip` draws.
+
+    Args:
+        seed: Int tensor of shape `(2,)`, the example's stateless random seed.
+
+    Returns:
+        Two int tensors of shape `(2,)`: the window's seed (for
+        `random_resized_crop_window`) and the flip's.
+    """
+    window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    return window_seed, flip_seed
+
+
 def random_resized_crop_flip(
-    encoded, seed, size=224, scale=CROP_SCALE, ratio=CROP_RATIO, attempts=CROP_ATTEMPTS
+    encoded,
+    seed,
+    size=224,
+    scale=CROP_SCALE,
+    ratio=CROP_RATIO,
+    attempts=CROP_ATTEMPTS,
+    resize="area",
+    dtype=tf.uint8,
 ):
     """Decodes a random window, resizes it to `size` x `size` and flips it at random.
 
@@ -156,15 +222,29 @@ def random_resized_crop_flip(
         scale: Window area range, see `random_resized_crop_window`.
         ratio: Window aspect-ratio range, see `random_resized_crop_window`.
         attempts: Candidates before the central fallback.
+        resize: `"area"` (default) or `"bilinear"` (antialiased, as PIL and
+            torchvision), see `resize_window`. The window and the flip drawn
+            from a seed do not depend on it.
+        dtype: `tf.uint8` (rounded) or `tf.float32` (not rounded, in [0, 255];
+            cheaper to normalize).
 
     Returns:
-        A uint8 image of shape `(size, size, 3)`.
+        An image of shape `(size, size, 3)` and type `dtype`.
     """
-    window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    dtype = tf.as_dtype(dtype)
+    if dtype not in (tf.uint8, tf.float32):
+        raise ValueError(f"dtype must be uint8 or float32, got {dtype.name}.")
+    window_seed, flip_seed = crop_and_flip_seeds(seed)
     window = random_resized_crop_window(
         image_shape(encoded), window_seed, scale=scale, ratio=ratio, attempts=attempts
     )
-    image = _resize_to_uint8(decode_window(encoded, window), (size, size))
+    image = resize_window(decode_window(encoded, window), (size, size), resize)
+    if dtype == tf.uint8:
+        # Rounds half up; the resize stays within [0, 255] up to float rounding, so no
+        # clipping is needed before the truncating cast.
+        image = tf.cast(image + 0.5, tf.uint8)
+    else:
+        image = tf.clip_by_value(image, 0.0, 255.0)  # The float rounding of the resize.
     return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
 

@@ -17,6 +17,15 @@ def _on_every_path(trace, inputs, tensor, target):
     return id(target) not in reached
 
 
+def _is_elementwise(step):
+    """A normalization or activation: one input, same shape out, no kernel."""
+    return (
+        len(step.inputs) == 1
+        and tuple(step.inputs[0].shape) == tuple(step.outputs[0].shape)
+        and not hasattr(step.operation, "kernel")
+    )
+
+
 def _before_expansion(trace, name, tensor):
     """The map a trailing 1x1 widening (and its norm/activation) was applied to.
 
@@ -26,9 +35,7 @@ def _before_expansion(trace, name, tensor):
     what follows, and the stage map is the block output.
     """
     step = trace.producer(tensor)
-    while step is not None and len(step.inputs) == 1 and (
-        tuple(step.inputs[0].shape) == tuple(step.outputs[0].shape)
-    ):
+    while step is not None and _is_elementwise(step):
         step = trace.producer(step.inputs[0])
     layer = None if step is None else step.operation
     if (
