@@ -2,8 +2,12 @@
 
 A checkpoint is one `.npz` file holding the values of the model's variables
 (a Distiller's teacher excluded: it is frozen and reloaded from its own file;
-method state such as CRD memory banks and random seed states included), the
-optimizer's variables, and a JSON record of the position in training
+method state such as CRD memory banks and random seed states included) and
+the optimizer's, each stored under its Keras path (`conv1/kernel`), with the
+model's, its methods' and the optimizer's own names replaced by their role
+(`model/training_steps`, `methods/2/memory_v1`, `optimizer/inner/
+conv1_kernel_momentum`; a path that repeats gets `#2`, `#3` in order), and a
+JSON record of the position in training
 (`step`, `epoch`, `batch` within the epoch) plus any metadata the caller adds
 (the run's configuration). It is written to a temporary file and renamed over
 the previous one, so a process killed while saving leaves the previous
@@ -22,14 +26,45 @@ import numpy as np
 _META_KEY = "__meta__"
 
 
+def _owner_prefixes(model):
+    """`{name: stable prefix}` of the objects whose own names Keras numbers per process.
+
+    A variable's path starts with the name of the object that created it;
+    the model, its methods and its optimizers are named `distiller`,
+    `distiller_1`, ... in the order they are made, so their prefixes are
+    replaced by their role.
+    """
+    prefixes = {model.name: "model"}
+    for index, method in enumerate(getattr(model, "methods", [])):
+        prefixes[method.name] = f"methods/{index}"
+    optimizer = model.optimizer
+    prefixes[optimizer.name] = "optimizer"
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        prefixes[inner.name] = "optimizer/inner"
+    return prefixes
+
+
 def _state_variables(model):
-    """The model's variables a checkpoint holds, in a fixed order, then the optimizer's."""
+    """`{name: variable}` of the model's state a checkpoint holds, then the optimizer's."""
     frozen = set()
     teacher = getattr(model, "teacher", None)
     if teacher is not None:
         frozen = {id(v) for v in teacher.variables}
     variables = [v for v in model.variables if id(v) not in frozen]
-    return variables + list(model.optimizer.variables)
+    prefixes = _owner_prefixes(model)
+    named, seen = {}, {}
+    for variable in variables + list(model.optimizer.variables):
+        owner, _, rest = variable.path.partition("/")
+        path = f"{prefixes[owner]}/{rest}" if owner in prefixes and rest else variable.path
+        seen[path] = seen.get(path, 0) + 1
+        named[path + (f"#{seen[path]}" if seen[path] > 1 else "")] = variable
+    return named
+
+
+def _listed(names, most=5):
+    names = sorted(names)
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def save(path, model, position, metadata=None):
@@ -43,7 +78,7 @@ def save(path, model, position, metadata=None):
     """
     path = pathlib.Path(path)
     meta = {**(metadata or {}), **position}
-    arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(_state_variables(model))}
+    arrays = {name: keras.ops.convert_to_numpy(v) for name, v in _state_variables(model).items()}
     arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -72,21 +107,33 @@ def restore(path, model):
         The checkpoint's JSON record.
 
     Raises:
-        ValueError: When the checkpoint's variables do not match the model's.
+        ValueError: When the checkpoint's variables do not match the model's,
+            naming the variables missing, unexpected or of another shape.
     """
     model.optimizer.build(model.trainable_variables)
     variables = _state_variables(model)
     with np.load(path) as archive:
-        values = [archive[f"v{i}"] for i in range(len(archive.files) - 1)]
+        values = {name: archive[name] for name in archive.files if name != _META_KEY}
         meta = json.loads(archive[_META_KEY].tobytes().decode())
-    shapes = [tuple(v.shape) for v in variables]
-    if [tuple(v.shape) for v in values] != shapes:
+    problems = []
+    if set(variables) - set(values):
+        problems.append(f"missing from it: {_listed(set(variables) - set(values))}")
+    if set(values) - set(variables):
+        problems.append(f"not in this model: {_listed(set(values) - set(variables))}")
+    reshaped = [
+        f"{name} {values[name].shape} vs {tuple(v.shape)}"
+        for name, v in variables.items()
+        if name in values and values[name].shape != tuple(v.shape)
+    ]
+    if reshaped:
+        problems.append(f"of another shape: {_listed(reshaped)}")
+    if problems:
         raise ValueError(
-            f"Checkpoint {path} holds {len(values)} variables that do not match this model's "
-            f"{len(variables)} (different model, method or optimizer)."
+            f"Checkpoint {path} does not match this model (different model, method or "
+            f"optimizer); variables {'; '.join(problems)}."
         )
-    for variable, value in zip(variables, values):
-        variable.assign(value)
+    for name, variable in variables.items():
+        variable.assign(values[name])
     return meta
 
 
