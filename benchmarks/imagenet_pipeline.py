@@ -1,20 +1,36 @@
 """Decoding-and-augmentation throughput of the ImageNet input pipelines, per CPU core.
 
     python benchmarks/imagenet_pipeline.py                    # the 1,000 shared photos
-    python benchmarks/imagenet_pipeline.py --short_side=375 --parallel=1,2,4
+    python benchmarks/imagenet_pipeline.py --short_side=0,375 --parallel=1,2,4
 
 Reads the real ImageNet photos of `--archive` (default: the shared
 `imagenet-1k-samples.tar.gz`, one photo per class, short side at most 256 px)
-as an ILSVRC folder and times full passes of `imagenet_train_pipeline`
-(random-resized crop to 224 decoded from the window only, flip, normalization)
-and `imagenet_eval_pipeline` (decode, resize to 256, center crop 224,
-normalization). Each entry runs on a private tf.data thread pool of
-`num_parallel_calls` threads with no intra-op parallelism, so wall-clock
-images/s divided by that count is the rate of one core when the machine is
-otherwise idle; images per CPU-second of this process (all its threads) is
-the rate of one core that depends much less on other jobs. `--short_side` first re-encodes the
-photos with that short side (JPEG quality 90), closer to the full-size ImageNet
-photos (most are 500 x 375).
+as an ILSVRC folder and times full passes of the pipelines of `--pipelines`:
+
+- `train`: `imagenet_train_pipeline` as it is now (random-resized crop to 224
+  decoded from the window only, area resize, flip, normalization);
+  `train_bilinear` the same with `resize="bilinear"` (antialiased, as PIL and
+  torchvision), `train_uint8` with `normalize=False` (uint8 out, normalized by
+  the model);
+- `train_old`: the training pipeline as it was before 2026-12-03 (antialiased
+  bilinear resize rounded to uint8, normalization broadcasting over the
+  channels), kept in this file to be measured side by side;
+- `train_bilinear_uint8`: both options (not in the default list);
+- `eval`: `imagenet_eval_pipeline` (decode, resize to 256, center crop 224,
+  normalization); `eval_old` with the normalization as it was before (the
+  same values).
+
+The column "relative to old" divides images per CPU-second by that of
+`train_old` (or `eval_old`) on the same photos and thread count.
+
+Each entry runs on a private tf.data thread pool of `num_parallel_calls`
+threads with no intra-op parallelism, so wall-clock images/s divided by that
+count is the rate of one core when the machine is otherwise idle; images per
+CPU-second of this process (all its threads) is the rate of one core that
+depends much less on other jobs. `--short_side` lists the photo sizes: 0 is the
+photos as stored, another value re-encodes them first with that short side
+(upscaled or downscaled, antialiased, JPEG quality 90), closer to the full-size
+ImageNet photos (most are 500 x 375).
 
 Files are read from the page cache after the warm-up pass: the numbers are
 decoding and augmentation, not disk. Entries are interleaved round-robin over
@@ -40,6 +56,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kerasdistill import data  # noqa: E402
+from kerasdistill.data import imagenet, imagenet_augment  # noqa: E402
 
 SHARED = pathlib.Path(os.environ.get("KERASDISTILL_SHARED", REPO.parent / "shared"))
 
@@ -48,11 +65,16 @@ flags.DEFINE_string(
     "A .tar.gz of <wnid>/*.JPEG folders (the shared ImageNet samples).",
 )
 flags.DEFINE_list("parallel", ["1", "2"], "num_parallel_calls values (each also the thread count).")
-flags.DEFINE_list("pipelines", ["train", "eval"], "Pipelines to time: train, eval.")
+flags.DEFINE_list(
+    "pipelines",
+    ["train_old", "train", "train_bilinear", "train_uint8", "eval_old", "eval"],
+    "Pipelines to time (see the module docstring).",
+)
 flags.DEFINE_integer("batch_size", 64, "Images per batch.")
 flags.DEFINE_integer("repeats", 3, "Timed passes per entry, interleaved; the median is reported.")
-flags.DEFINE_integer(
-    "short_side", 0, "Re-encode the photos with this short side first (0: as they are)."
+flags.DEFINE_list(
+    "short_side", ["0"], "Photo sizes, each a short side to re-encode the photos with first "
+    "(0: as they are); one table each."
 )
 flags.DEFINE_float(
     "gpu_rate", 3000.0, "Training images/s of one GPU, for the cores-per-8-GPUs column."
@@ -60,10 +82,64 @@ flags.DEFINE_float(
 flags.DEFINE_string("output", "", "Also write the table, as markdown, to this file.")
 FLAGS = flags.FLAGS
 
+def _old_normalize(image, mean, std):
+    """`data.augment.normalize` before 2026-12-03 (same values, broadcasting the channels)."""
+    image = tf.cast(image, tf.float32) / 255.0
+    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def _old_random_resized_crop_flip(encoded, seed, size=224):
+    """`imagenet_augment.random_resized_crop_flip` before 2026-12-03."""
+    window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    window = imagenet_augment.random_resized_crop_window(
+        imagenet_augment.image_shape(encoded), window_seed
+    )
+    image = imagenet_augment.decode_window(encoded, window)
+    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def _old_train_pipeline(dataset, batch_size, seed, num_parallel_calls, threads):
+    """`data.imagenet_train_pipeline` before 2026-12-03 (the same crops and flips)."""
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip(dataset.train.enumerate(), seeds)
+    ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+
+    def prepare(example, example_seed):
+        index, (encoded, label) = example
+        image = _old_random_resized_crop_flip(encoded, example_seed)
+        return _old_normalize(image, dataset.mean, dataset.std), label
+
+    ds = ds.map(prepare, num_parallel_calls=num_parallel_calls)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return imagenet._with_threads(ds, threads)
+
+
+def _old_eval_pipeline(dataset, batch_size, num_parallel_calls, threads):
+    """`data.imagenet_eval_pipeline` before 2026-12-03 (the same images)."""
+
+    def prepare(encoded, label):
+        image = imagenet_augment.resize_center_crop(encoded)
+        return _old_normalize(image, dataset.mean, dataset.std), label
+
+    ds = dataset.test.map(prepare, num_parallel_calls=num_parallel_calls)
+    return imagenet._with_threads(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), threads)
+
+
+def _train(**kwargs):
+    return lambda dataset, n, batch: data.imagenet_train_pipeline(
+        dataset, batch_size=batch, seed=0, num_parallel_calls=n, threads=n, **kwargs
+    )
+
+
 PIPELINES = {
-    "train": lambda dataset, n, batch: data.imagenet_train_pipeline(
-        dataset, batch_size=batch, seed=0, num_parallel_calls=n, threads=n
-    ),
+    "train_old": lambda dataset, n, batch: _old_train_pipeline(dataset, batch, 0, n, n),
+    "train": _train(),
+    "train_bilinear": _train(resize="bilinear"),
+    "train_uint8": _train(normalize=False),
+    "train_bilinear_uint8": _train(resize="bilinear", normalize=False),
+    "eval_old": lambda dataset, n, batch: _old_eval_pipeline(dataset, batch, n, n),
     "eval": lambda dataset, n, batch: data.imagenet_eval_pipeline(
         dataset, batch_size=batch, num_parallel_calls=n, threads=n
     ),
@@ -72,6 +148,7 @@ PIPELINES = {
 
 def _photo_folder(archive, workdir):
     """Extracts `archive` and returns the folder holding its `<wnid>/` folders."""
+    workdir.mkdir(parents=True)
     with tarfile.open(archive) as tar:
         tar.extractall(workdir, filter="data")
     (root,) = {path.parent.parent for path in workdir.rglob("*.JPEG")}
@@ -94,7 +171,7 @@ def _reencode(source, target, short_side):
 def _ilsvrc_folder(photos, workdir):
     """An ILSVRC-layout folder whose train/ and val/ both link to `photos`."""
     root = workdir / "ilsvrc"
-    root.mkdir()
+    root.mkdir(parents=True)
     for split in ("train", "val"):
         (root / split).symlink_to(photos, target_is_directory=True)
     return root
@@ -109,24 +186,37 @@ def _time_pass(pipeline):
     return count / (time.perf_counter() - start), count / (time.process_time() - start_cpu)
 
 
+def _baseline(kind):
+    """The entry a pipeline is compared with: the old pipeline of its kind."""
+    return "train_old" if kind.startswith("train") else "eval_old"
+
+
 def main(argv):
     del argv
     parallel = [int(n) for n in FLAGS.parallel]
+    sizes = [int(side) for side in FLAGS.short_side]
     unknown = sorted(set(FLAGS.pipelines) - set(PIPELINES))
-    if unknown or min(parallel) < 1:
+    if unknown or min(parallel) < 1 or min(sizes) < 0:
         raise ValueError(
             f"--pipelines takes {sorted(PIPELINES)} (got {unknown}); --parallel takes "
-            f"positive integers (got {FLAGS.parallel})."
+            f"positive integers (got {FLAGS.parallel}); --short_side non-negative ones "
+            f"(got {FLAGS.short_side})."
         )
+    entries = [(side, kind, n) for side in sizes for kind in FLAGS.pipelines for n in parallel]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)
-        photos = _photo_folder(FLAGS.archive, workdir)
-        if FLAGS.short_side:
-            photos = _reencode(photos, workdir / "reencoded", FLAGS.short_side)
-        dataset = data.load_imagenet_folder(_ilsvrc_folder(photos, workdir))
+        photos = _photo_folder(FLAGS.archive, workdir / "stored")
+        datasets = {}
+        for side in sizes:
+            folder = photos
+            if side:
+                folder = _reencode(photos, workdir / f"short_side_{side}", side)
+            datasets[side] = data.load_imagenet_folder(_ilsvrc_folder(folder, workdir / f"{side}"))
         # Drops the last partial batch in training: images counted are those batched.
-        entries = [(kind, n) for kind in FLAGS.pipelines for n in parallel]
-        pipelines = {e: PIPELINES[e[0]](dataset, e[1], FLAGS.batch_size) for e in entries}
+        pipelines = {
+            (side, kind, n): PIPELINES[kind](datasets[side], n, FLAGS.batch_size)
+            for side, kind, n in entries
+        }
         for entry in entries:  # warm-up: tracing and the page cache
             _time_pass(pipelines[entry])
         rates = {entry: [] for entry in entries}
@@ -134,26 +224,36 @@ def main(argv):
             for entry in entries:
                 rates[entry].append(_time_pass(pipelines[entry]))
 
+    median = {
+        entry: tuple(statistics.median(r[i] for r in rates[entry]) for i in range(2))
+        for entry in entries
+    }
     lines = [
-        f"{dataset.num_train} ImageNet photos"
-        f"{f' re-encoded with short side {FLAGS.short_side}' if FLAGS.short_side else ' as stored'}"
-        f", batch {FLAGS.batch_size}, {FLAGS.repeats} timed passes per entry (median).",
+        f"Batch {FLAGS.batch_size}, {FLAGS.repeats} timed passes per entry (median), all "
+        f"entries interleaved.",
         f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), load average "
         f"{os.getloadavg()[0]:.1f} at the end; Python {platform.python_version()}, "
         f"TensorFlow {tf.__version__}.",
-        "",
-        "| pipeline | num_parallel_calls (threads) | images/s (wall) | images/s per core (wall) "
-        "| images per CPU-second | cores for 8 GPUs at "
-        f"{FLAGS.gpu_rate:.0f} img/s each (from CPU-seconds) |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
-    for kind, n in entries:
-        wall = statistics.median(rate for rate, _ in rates[(kind, n)])
-        cpu = statistics.median(rate for _, rate in rates[(kind, n)])
-        lines.append(
-            f"| {kind} | {n} | {wall:.0f} | {wall / n:.0f} | {cpu:.0f} "
-            f"| {8 * FLAGS.gpu_rate / cpu:.0f} |"
-        )
+    for side in sizes:
+        lines += [
+            "",
+            f"{datasets[side].num_train} ImageNet photos"
+            f"{f' re-encoded with short side {side}' if side else ' as stored'}:",
+            "",
+            "| pipeline | num_parallel_calls (threads) | images/s (wall) "
+            "| images/s per core (wall) | images per CPU-second | relative to old (CPU) "
+            f"| cores for 8 GPUs at {FLAGS.gpu_rate:.0f} img/s each (from CPU-seconds) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for _, kind, n in (entry for entry in entries if entry[0] == side):
+            wall, cpu = median[(side, kind, n)]
+            base = median.get((side, _baseline(kind), n))
+            relative = f"{cpu / base[1]:.2f}x" if base else "-"
+            lines.append(
+                f"| {kind} | {n} | {wall:.0f} | {wall / n:.0f} | {cpu:.0f} | {relative} "
+                f"| {8 * FLAGS.gpu_rate / cpu:.0f} |"
+            )
     table = "\n".join(lines)
     print(table)
     if FLAGS.output:

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kerasdistill import data
-from kerasdistill.data import imagenet_augment
+from kerasdistill.data import imagenet, imagenet_augment
 from tests.conftest import SHARED
 
 SAMPLES_ARCHIVE = SHARED / "data" / "imagenet-1k-samples.tar.gz"
@@ -108,21 +108,29 @@ def test_eval_crop_is_resize_256_then_center_224():
     np.testing.assert_allclose(image[:, 100, 1], source_y / 2, atol=1.01)
 
 
-def test_train_crop_decodes_only_its_window_of_a_jpeg():
+@pytest.mark.parametrize("resize", ["area", "bilinear"])
+def test_train_crop_decodes_only_its_window_of_a_jpeg(resize):
     encoded = tf.io.encode_jpeg(_gradient(300, 400), quality=100)
     seed = tf.constant([3, 9])
-    window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    window_seed, flip_seed = imagenet_augment.crop_and_flip_seeds(seed)
     y, x, h, w = imagenet_augment.random_resized_crop_window([300, 400], window_seed).numpy()
     decoded = tf.io.decode_jpeg(encoded).numpy()
-    expected = tf.image.resize(decoded[y : y + h, x : x + w], (224, 224), antialias=True)
+    expected = imagenet_augment.resize_window(decoded[y : y + h, x : x + w], (224, 224), resize)
+    if resize == "bilinear":  # PIL's and torchvision's resize
+        np.testing.assert_allclose(
+            expected, tf.image.resize(decoded[y : y + h, x : x + w], (224, 224), antialias=True),
+            atol=1e-3,
+        )
     expected = tf.image.stateless_random_flip_left_right(expected, flip_seed).numpy()
-    got = imagenet_augment.random_resized_crop_flip(encoded, seed).numpy()
+    got = imagenet_augment.random_resized_crop_flip(encoded, seed, resize=resize).numpy()
     assert got.dtype == np.uint8 and got.shape == (224, 224, 3)
     error = np.abs(got.astype(float) - expected)
     # Rounding to uint8, plus chroma upsampling at the window's edges; a window shifted
     # by one pixel is off by more than 1 at about 12% of the values.
     assert error.max() <= 2.01 and (error > 1.01).mean() < 0.01
-    np.testing.assert_array_equal(imagenet_augment.random_resized_crop_flip(encoded, seed), got)
+    np.testing.assert_array_equal(
+        imagenet_augment.random_resized_crop_flip(encoded, seed, resize=resize), got
+    )
 
 
 def test_grayscale_jpeg_and_png_named_jpeg_come_out_rgb():
@@ -203,6 +211,17 @@ def test_real_photos_train_pipeline(samples):
     assert LOW - 1e-5 <= images.min() < -1.0 and 1.0 < images.max() <= HIGH + 1e-5
     np.testing.assert_array_equal(y.numpy(), samples.train_labels()[index])
     assert ((0 <= y.numpy()) & (y.numpy() < 1000)).all()
+    # uint8 batches of the same examples, crops and flips; the model's first layer
+    # normalizes them to the same images up to the uint8 rounding.
+    pipeline = data.imagenet_train_pipeline(
+        samples, batch_size=16, with_index=True, seed=1, normalize=False
+    )
+    x8, y8 = next(iter(pipeline))
+    assert x8["image"].dtype == tf.uint8 and x8["image"].shape == (16, 224, 224, 3)
+    np.testing.assert_array_equal(x8["index"], index)
+    np.testing.assert_array_equal(y8, y)
+    normalized = imagenet.normalization_layer(samples.mean, samples.std)(x8["image"])
+    np.testing.assert_allclose(normalized, images, atol=0.5 / 255 / min(data.IMAGENET_STD) + 1e-5)
 
 
 def test_real_photos_eval_pipeline_is_deterministic_in_wnid_order(samples):
@@ -215,3 +234,10 @@ def test_real_photos_eval_pipeline_is_deterministic_in_wnid_order(samples):
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(labels, np.arange(16))  # one photo per class, n01440764 -> 0
     assert LOW - 1e-5 <= first.numpy().min() and first.numpy().max() <= HIGH + 1e-5
+    pipeline = data.imagenet_eval_pipeline(
+        dataclasses.replace(samples, test=samples.test.take(16)), batch_size=16, normalize=False
+    )
+    (as_uint8, _), = list(pipeline)
+    assert as_uint8.dtype == tf.uint8
+    normalized = imagenet.normalization_layer(samples.mean, samples.std)(as_uint8)
+    np.testing.assert_allclose(normalized, first, atol=1e-5)
