@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from step_timing import (  # noqa: E402
     STUDENT_ALONE,
+    UNTIMED_STEPS_PER_FIT,
     fit_seconds,
     format_table,
     machine_line,
