@@ -22,6 +22,9 @@ from kerasdistill import models
 from tests.backends import backend_check
 from tests.conftest import FIXTURES, REPO, require
 
+# Subprocesses of minutes each: the integration tier.
+pytestmark = pytest.mark.slow
+
 BACKENDS = ["jax", "torch"]
 # Each run's logged terms besides `loss`, `loss_ce` and `accuracy` (README, "Methods").
 TERMS = {
