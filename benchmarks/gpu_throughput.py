@@ -23,7 +23,8 @@ What one step does, all inside one `jax.jit`-compiled function:
    with the reference step-decay schedule).
 
 The host only draws one shuffled index vector per epoch and passes a slice of
-it each step. The clock stops after `jax.block_until_ready` on the last
+it each step. The step loop is `benchmarks/device_training.py`'s, shared with
+`benchmarks/gpu_study.py`. The clock stops after `jax.block_until_ready` on the last
 step's loss and the model state, so queued device work is counted.
 
 Nothing here imports TensorFlow: the device this is written for has JAX and
@@ -33,9 +34,7 @@ PyTorch only.
 import json
 import os
 import pathlib
-import platform
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -46,19 +45,26 @@ from absl import app, flags  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-import kerasdistill  # noqa: E402
-from kerasdistill import methods, models  # noqa: E402
-from kerasdistill.ops import augment_ops  # noqa: E402
-from kerasdistill.training import TorchSGD, step_decay  # noqa: E402
+from kerasdistill import models  # noqa: E402
+from kerasdistill.training import step_decay  # noqa: E402
 
-# Per-channel statistics of CIFAR-100's training images, as in
-# kerasdistill/data/datasets.py (CIFAR_STATS), which imports TensorFlow.
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
-IMAGE_SHAPE = (32, 32, 3)
-PADDING = 4
-GIB = 1024**3
+# The data on the device, the augmented step and the measurements, shared with gpu_study.py.
+import device_training  # noqa: E402
+from device_training import (  # noqa: E402
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    IMAGE_SHAPE,
+    BatchIndices,
+    DeviceTrainer,
+    machine_info,
+    parse_list,
+    parse_method_entries,
+    peak_memory_gib,
+    time_steps,
+)
+
 # What --tiny sets, for every flag not given on the command line.
 TINY = {
     "teacher": "resnet8",
@@ -92,33 +98,6 @@ flags.DEFINE_integer("seed", 0, "Seed of the synthetic data, the shuffles and th
 flags.DEFINE_string("output_dir", "", "Also write gpu_throughput.md and gpu_throughput.json here.")
 flags.DEFINE_bool("tiny", False, "CPU smoke preset: " + json.dumps(TINY) + " unless given.")
 FLAGS = flags.FLAGS
-
-
-def parse_list(spec, flag, convert=str):
-    """Splits a comma-separated flag value; raises ValueError on an empty or repeated list."""
-    items = [convert(s.strip()) for s in spec.split(",") if s.strip()]
-    if not items or len(set(items)) != len(items):
-        raise ValueError(f"--{flag} must list distinct values, got {spec!r}.")
-    return items
-
-
-def parse_method_entries(spec):
-    """Splits `"kd,kd+msdcrd"` into `[("kd", ["kd"]), ("kd+msdcrd", ["kd", "msdcrd"])]`.
-
-    Raises:
-        ValueError: On an empty or repeated list or an unknown method name.
-    """
-    parsed = []
-    for entry in parse_list(spec, "methods"):
-        names = [n.strip() for n in entry.split("+")]
-        for name in names:
-            if name not in methods.available():
-                raise ValueError(
-                    f"Unknown method {name!r} in --methods entry {entry!r}; "
-                    f"available: {', '.join(methods.available())}."
-                )
-        parsed.append((entry, names))
-    return parsed
 
 
 def load_training_set(path, num_train, num_classes, seed):
@@ -169,93 +148,14 @@ def build_distiller(config, method_names, train_labels, batch_size):
     """
     keras.config.set_dtype_policy(config["dtype_policy"])
     steps_per_epoch = len(train_labels) // batch_size
-    training_data = methods.TrainingData(
-        train_labels=train_labels, steps_per_epoch=steps_per_epoch
+    return device_training.build_distiller(
+        models.get(config["teacher"], num_classes=config["num_classes"]),
+        models.get(config["student"], num_classes=config["num_classes"]),
+        [(name, {}) for name in method_names],
+        train_labels,
+        steps_per_epoch,
+        step_decay(0.05, config["epochs"], steps_per_epoch),
     )
-    teacher = models.get(config["teacher"], num_classes=config["num_classes"])
-    student = models.get(config["student"], num_classes=config["num_classes"])
-    distiller = kerasdistill.Distiller(
-        teacher, student, [methods.get(name, data=training_data) for name in method_names]
-    )
-    schedule = step_decay(0.05, config["epochs"], steps_per_epoch)
-    distiller.compile(optimizer=TorchSGD(schedule, momentum=0.9, weight_decay=5e-4))
-    distiller.optimizer.build(distiller.trainable_variables)
-    return distiller
-
-
-def model_state(distiller):
-    """The `(trainable, non_trainable, optimizer, metrics)` values of Keras's JAX `train_step`."""
-    return tuple(
-        [v.value for v in variables]
-        for variables in (
-            distiller.trainable_variables,
-            distiller.non_trainable_variables,
-            distiller.optimizer.variables,
-            distiller.metrics_variables,
-        )
-    )
-
-
-def make_train_step(distiller, seed_generator):
-    """The jitted step: gather the batch, augment it, run Keras's JAX `train_step`.
-
-    Args:
-        distiller: A compiled `Distiller` whose optimizer is built.
-        seed_generator: The `keras.random.SeedGenerator` of the augmentation;
-            its state is an argument and a result of the step.
-
-    Returns:
-        `step(state, seed_state, images, labels, batch_indices) -> (loss,
-        state, seed_state)`, with `state` and `seed_state` donated.
-    """
-
-    def step(state, seed_state, images, labels, batch_indices):
-        with keras.StatelessScope(state_mapping=[(seed_generator.state, seed_state)]) as scope:
-            batch = keras.ops.take(images, batch_indices, axis=0)
-            batch = augment_ops.random_crop_flip(batch, seed_generator, padding=PADDING)
-            batch = augment_ops.normalize(batch, CIFAR100_MEAN, CIFAR100_STD)
-            seed_state = scope.get_current_value(seed_generator.state)
-        logs, state = distiller.train_step(
-            state, (batch, keras.ops.take(labels, batch_indices, axis=0))
-        )
-        return logs["loss"], state, seed_state
-
-    return jax.jit(step, donate_argnums=(0, 1))
-
-
-class BatchIndices:
-    """Shuffled index vectors, one epoch after another, dropping the last partial batch.
-
-    Args:
-        num_examples: Training-set size, at least `batch_size`.
-        batch_size: Indices per batch.
-        seed: Seed of the shuffles.
-    """
-
-    def __init__(self, num_examples, batch_size, seed):
-        if batch_size > num_examples:
-            raise ValueError(
-                f"Batch size {batch_size} exceeds the {num_examples} training images."
-            )
-        self._rng = np.random.default_rng(seed)
-        self._num_examples = num_examples
-        self._batch_size = batch_size
-        self._order = np.empty(0, "int32")
-
-    def next(self):
-        """Returns the next int32 index vector of `batch_size` indices."""
-        if len(self._order) < self._batch_size:
-            self._order = self._rng.permutation(self._num_examples).astype("int32")
-        batch, self._order = self._order[: self._batch_size], self._order[self._batch_size :]
-        return batch
-
-
-def peak_memory_gib():
-    """The device's peak allocated memory in GiB so far, or None where JAX does not report it."""
-    stats = jax.devices()[0].memory_stats()
-    if not stats or "peak_bytes_in_use" not in stats:
-        return None
-    return stats["peak_bytes_in_use"] / GIB
 
 
 def measure(config, entry, method_names, batch_size, images, labels, train_labels):
@@ -274,55 +174,26 @@ def measure(config, entry, method_names, batch_size, images, labels, train_label
         A dict with the entry's measurements.
     """
     distiller = build_distiller(config, method_names, train_labels, batch_size)
-    seed_generator = keras.random.SeedGenerator(config["seed"])
-    step = make_train_step(distiller, seed_generator)
-    state, seed_state = model_state(distiller), seed_generator.state.value
+    trainer = DeviceTrainer(
+        distiller, images, labels, mean=CIFAR100_MEAN, std=CIFAR100_STD, seed=config["seed"]
+    )
     indices = BatchIndices(len(train_labels), batch_size, config["seed"])
-
-    start = time.perf_counter()
-    loss, state, seed_state = step(state, seed_state, images, labels, indices.next())
-    jax.block_until_ready(loss)
-    first_step_s = time.perf_counter() - start
-    for _ in range(config["warmup_steps"] - 1):
-        loss, state, seed_state = step(state, seed_state, images, labels, indices.next())
-    jax.block_until_ready((loss, state))
-
-    start = time.perf_counter()
-    for _ in range(config["steps"]):
-        loss, state, seed_state = step(state, seed_state, images, labels, indices.next())
-    jax.block_until_ready((loss, state, seed_state))
-    seconds = time.perf_counter() - start
-
-    images_per_s = config["steps"] * batch_size / seconds
-    # Keras's "loss" log: the mean total loss over the steps run.
-    loss = float(loss)
-    if not np.isfinite(loss):
-        raise FloatingPointError(f"{entry} at batch {batch_size}: the mean loss is {loss}.")
+    try:
+        timing = time_steps(trainer, indices, config["steps"], config["warmup_steps"])
+    except FloatingPointError as error:
+        raise FloatingPointError(f"{entry} at batch {batch_size}: {error}") from None
+    images_per_s = config["steps"] * batch_size / timing["seconds"]
     return {
         "method": entry,
         "batch_size": batch_size,
         "images_per_s": images_per_s,
-        "ms_per_step": 1000 * seconds / config["steps"],
+        "ms_per_step": 1000 * timing["seconds"] / config["steps"],
         "run_minutes": config["epochs"] * config["epoch_images"] / images_per_s / 60,
-        "first_step_s": first_step_s,
+        "first_step_s": timing["first_step_s"],
         "peak_memory_gib": peak_memory_gib(),
         "student_compute_dtype": distiller.student.compute_dtype,
-        "mean_loss": loss,
-    }
-
-
-def machine_info():
-    """The device and software the numbers come from, and whether TensorFlow was imported so far."""
-    device = jax.devices()[0]
-    return {
-        "device": f"{device.platform}: {device.device_kind}",
-        "device_count": jax.device_count(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "keras": keras.__version__,
-        "backend": keras.backend.backend(),
-        "tensorflow_imported": sys.modules.get("tensorflow") is not None,
+        # Keras's "loss" log: the mean total loss over the steps run.
+        "mean_loss": timing["mean_loss"],
     }
 
 
