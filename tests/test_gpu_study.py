@@ -63,6 +63,9 @@ ALLOWED_PROBES = (os.path.join("keras", "src", "utils", "module_utils.py"),)
 # Faster XLA compilation on the CPU (the tests check the flow, not the speed).
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
+# Subprocesses of minutes on 2 cores: the integration tier (CI runs it).
+pytestmark = pytest.mark.slow
+
 
 def _archive(path, train_per_class=20, test_per_class=8):
     """A CIFAR-10-shaped JPEG archive: train/<class>/NNNN.jpg and test/<class>/NNNN.jpg."""
