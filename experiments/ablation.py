@@ -31,7 +31,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 KD = {"weight": 0.9, "temperature": 4.0}
 EVERY_STAGE = {"taps": ["feat_1", "feat_2", "feat_3"], "tap_weights": [1 / 3] * 3, "scales": "auto"}
 # name -> (what the row tests, flags of the row). Rows with "msdcrd" options run
-# CE 1.0 + MSDCRD with those options over the library's defaults. Rows with a
+# CE 1.0 + MSDCRD (or, for the options measured as noise, MSDCRDVariants) with
+# those options over the library's defaults. Rows with a
 # "student" entry replace --student (the heterogeneous pair).
 ROWS = {
     "student": ("student trained alone (CE)", {"mode": "student"}),
@@ -47,19 +48,19 @@ ROWS = {
     "msdcrd": ("MSDCRD, library defaults", {"method": "msdcrd", "msdcrd": {}}),
     "sc_exclude": (
         "MSDCRD, same-class samples removed from the sample-wise negatives",
-        {"method": "msdcrd", "msdcrd": {"same_class_pairs": "exclude"}},
+        {"method": "msdcrd_variants", "msdcrd": {"same_class_pairs": "exclude"}},
     ),
     "sc_positives": (
         "MSDCRD, same-class samples as extra positives (SupCon-style)",
-        {"method": "msdcrd", "msdcrd": {"same_class_pairs": "positives"}},
+        {"method": "msdcrd_variants", "msdcrd": {"same_class_pairs": "positives"}},
     ),
     "rc_consistent": (
         "MSDCRD, sample-wise term on teacher-consistent regions only (label reference)",
-        {"method": "msdcrd", "msdcrd": {"region_categorization": "consistent_only"}},
+        {"method": "msdcrd_variants", "msdcrd": {"region_categorization": "consistent_only"}},
     ),
     "rc_downweight": (
         "MSDCRD, complementary regions weighted 0.5 (label reference)",
-        {"method": "msdcrd", "msdcrd": {"region_categorization": "downweight"}},
+        {"method": "msdcrd_variants", "msdcrd": {"region_categorization": "downweight"}},
     ),
     "every_stage": (
         "MSDCRD on feat_1..feat_3, grids fitted per map, weights 1/3",
@@ -67,11 +68,11 @@ ROWS = {
     ),
     "fneg_same_scale": (
         "MSDCRD, feature-wise negatives from the anchor's scale only",
-        {"method": "msdcrd", "msdcrd": {"feature_negatives": "same_scale"}},
+        {"method": "msdcrd_variants", "msdcrd": {"feature_negatives": "same_scale"}},
     ),
     "fneg_non_overlapping": (
         "MSDCRD, feature-wise negatives that do not overlap the anchor",
-        {"method": "msdcrd", "msdcrd": {"feature_negatives": "non_overlapping"}},
+        {"method": "msdcrd_variants", "msdcrd": {"feature_negatives": "non_overlapping"}},
     ),
     **{
         f"beta_{beta:g}": (f"MSDCRD, overall weight beta {beta:g}",
@@ -143,7 +144,7 @@ def row_command(name, seed):
     _, spec = ROWS[name]
     kwargs = {**spec.get("kwargs", {})}
     if "msdcrd" in spec:
-        kwargs["msdcrd"] = spec["msdcrd"]
+        kwargs[spec["method"]] = spec["msdcrd"]
     args = {
         "mode": spec.get("mode", "distill"),
         "teacher": FLAGS.teacher,

@@ -7,6 +7,7 @@ from kerasdistill.methods.dkd import DKD
 from kerasdistill.methods.fitnet import FitNet
 from kerasdistill.methods.kd import KD
 from kerasdistill.methods.msdcrd import MSDCRD
+from kerasdistill.methods.msdcrd_variants import MSDCRDVariants
 from kerasdistill.methods.registry import available, get, method_class, register
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "FitNet",
     "KD",
     "MSDCRD",
+    "MSDCRDVariants",
     "TrainingData",
     "available",
     "get",

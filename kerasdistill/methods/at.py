@@ -12,7 +12,7 @@ from keras import ops
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
-from kerasdistill.ops.normalize import divide_by_l2_norm
+from kerasdistill.ops.normalize import l2_normalize
 
 # PyTorch `F.normalize`'s default lower bound of the norm.
 _MIN_NORM = 1e-12
@@ -36,7 +36,7 @@ def attention_map(feature, p=2.0):
     powered = ops.square(feature) if p == 2 else ops.power(ops.abs(feature), p)
     pooled = ops.mean(powered, axis=-1)
     flat = ops.reshape(pooled, (ops.shape(pooled)[0], -1))
-    return divide_by_l2_norm(flat, axis=-1, min_norm=_MIN_NORM)
+    return l2_normalize(flat, axis=-1, min_norm=_MIN_NORM)
 
 
 def _pool_factor(larger, smaller, taps):

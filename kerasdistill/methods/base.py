@@ -56,6 +56,9 @@ class DistillationMethod(keras.layers.Layer):
     # True for methods that need each sample's dataset index (`call`'s `sample_indices`)
     # and the training labels (through `TrainingData`), like CRD.
     uses_sample_indices = False
+    # The fewest samples each replica's batch must hold for the loss to be defined
+    # (2 for in-batch contrastive methods: an anchor needs another sample).
+    min_batch_per_replica = 1
     # True for methods that create weights from the tap shapes (projection heads,
     # memory banks): `build_from_taps` must run before their first call.
     needs_tap_shapes = False

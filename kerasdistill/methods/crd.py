@@ -10,24 +10,21 @@ against the student bank; both score sets feed the NCE loss of the paper's
 Eq. 18 with noise distribution `Pn = 1 / num_samples`.
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
+from kerasdistill.initializers import torch_bias_initializer, torch_kernel_initializer
 from kerasdistill.methods.base import DistillationMethod
+from kerasdistill.methods.crd_memory import MemoryBanks
+from kerasdistill.methods.crd_sampler import NegativeSampler, checked_labels
 from kerasdistill.methods.registry import register
-from kerasdistill.models.initializers import torch_bias_initializer, torch_kernel_initializer
 from kerasdistill.ops import distributed
-from kerasdistill.ops.normalize import divide_by_l2_norm
-from kerasdistill.ops.state import gather_rows, scatter_rows
+from kerasdistill.ops.normalize import l2_normalize
+from kerasdistill.tap_names import POOLED
 
-POOLED = "pooled"
 # Added to the NCE denominators, as the reference's `eps`.
 _NCE_EPS = 1e-7
-# Exclusive upper bound of the raw random integers folded into each row's range.
-_RANDINT_MAX = 2**31 - 1
 
 
 def nce_loss(log_p, num_samples):
@@ -60,39 +57,6 @@ def nce_loss(log_p, num_samples):
     negative = -ops.log1p((p[:, 1:] + _NCE_EPS) / c)
     batch = ops.cast(ops.shape(log_p)[0], "float32")
     return -(ops.sum(positive) + ops.sum(negative)) / batch
-
-
-def _draws_for_distinct(k, m):
-    """Iid uniform draws from `m` values after which `k` distinct ones occur.
-
-    The number of distinct values among `d` draws has mean
-    `m * (1 - q^d)` with `q = 1 - 1/m`; returns the smallest `d` whose mean
-    exceeds `k` by 10 standard deviations (a shortfall is then below 1e-20),
-    or `k` when `k > m` (sampling with replacement needs no more).
-    """
-    if k > m:
-        return k
-    q = 1.0 - 1.0 / m
-    d = k
-    while True:
-        mean = m * (1.0 - q**d)
-        variance = m * q**d * (1.0 - m * q**d) + m * (m - 1) * (1.0 - 2.0 / m) ** d
-        if mean - 10.0 * math.sqrt(max(variance, 0.0)) >= k:
-            return d
-        d = max(d + 1, int(d * 1.01))
-
-
-def _checked_labels(train_labels):
-    """`train_labels` as a 1-D int array of classes >= 0, or a ValueError."""
-    labels = np.asarray(train_labels)
-    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            "CRD train_labels must be a non-empty 1-D array of integer class labels, one "
-            f"per training sample; got dtype {labels.dtype} and shape {labels.shape}."
-        )
-    if labels.min() < 0:
-        raise ValueError(f"CRD train_labels must be >= 0, got {labels.min()}.")
-    return labels
 
 
 @register("crd")
@@ -179,7 +143,7 @@ class CRD(DistillationMethod):
     ):
         super().__init__(teacher_taps=(teacher_tap,), student_taps=(student_tap,), **kwargs)
         if train_labels is not None:
-            labels = _checked_labels(train_labels)
+            labels = checked_labels(train_labels)
             counts = np.bincount(labels)
         elif label_counts is not None:
             labels = None
@@ -203,7 +167,6 @@ class CRD(DistillationMethod):
             raise ValueError(f"CRD temperature must be > 0, got {temperature}.")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"CRD momentum must be in [0, 1], got {momentum}.")
-        self.num_samples = int(counts.sum())
         self.feat_dim = int(feat_dim)
         self.num_negatives = int(num_negatives)
         self.temperature = float(temperature)
@@ -212,20 +175,13 @@ class CRD(DistillationMethod):
         self.teacher_tap = teacher_tap
         self.student_tap = student_tap
         self.seed = seed
-        # Without replacement unless some class has fewer candidates than K.
-        fewest_others = int(self.num_samples - counts.max())
-        self.replacement = bool(replacement) or self.num_negatives > fewest_others
-        self._draws = _draws_for_distinct(self.num_negatives, fewest_others)
-        # Sampler tables: each class's [start, start + count) range among the samples
-        # sorted by class (the `samples_by_class` weight). A draw r in
-        # [0, num_samples - count[y]) skips y's range.
-        self._class_count = counts.astype("int32")
-        self._class_start = (np.cumsum(counts) - counts).astype("int32")
-        self.sample_labels = self._add_label_table("sample_labels", labels)
-        self.samples_by_class = self._add_label_table(
-            "samples_by_class", None if labels is None else np.argsort(labels, kind="stable")
-        )
-        self.seed_generator = keras.random.SeedGenerator(seed, name="negative_sampler")
+        self.sampler = NegativeSampler(self, labels, counts, num_negatives, replacement, seed)
+        self.num_samples = self.sampler.num_samples
+        self.replacement = self.sampler.replacement
+        # The layer holds the sampler's state, so that it is saved with it.
+        self.sample_labels = self.sampler.sample_labels
+        self.samples_by_class = self.sampler.samples_by_class
+        self.seed_generator = self.sampler.seed_generator
 
     @classmethod
     def from_data(cls, data=None, **kwargs):
@@ -266,54 +222,10 @@ class CRD(DistillationMethod):
         )
         self.embed_s.build((None, s_dim))
         self.embed_t.build((None, t_dim))
-        stdv = 1.0 / math.sqrt(self.feat_dim / 3.0)
-        bank_init = keras.initializers.RandomUniform(-stdv, stdv)
-        self.memory_v1 = self.add_weight(
-            shape=(self.num_samples, self.feat_dim),
-            initializer=bank_init,
-            trainable=False,
-            dtype="float32",
-            aggregation="only_first_replica",
-            name="memory_v1",
-        )
-        self.memory_v2 = self.add_weight(
-            shape=(self.num_samples, self.feat_dim),
-            initializer=bank_init,
-            trainable=False,
-            dtype="float32",
-            aggregation="only_first_replica",
-            name="memory_v2",
-        )
-        self.z_v1 = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(-1.0),
-            trainable=False,
-            dtype="float32",
-            aggregation="only_first_replica",
-            name="z_v1",
-        )
-        self.z_v2 = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(-1.0),
-            trainable=False,
-            dtype="float32",
-            aggregation="only_first_replica",
-            name="z_v2",
-        )
+        self.memory = MemoryBanks(self, self.num_samples, self.feat_dim, self.momentum)
+        self.memory_v1, self.memory_v2 = self.memory.memory_v1, self.memory.memory_v2
+        self.z_v1, self.z_v2 = self.memory.z_v1, self.memory.z_v2
         super().build_from_taps(teacher_shapes, student_shapes)
-
-    def _add_label_table(self, name, values):
-        """A constant int32 `(num_samples,)` weight: `values`, or zeros to be loaded."""
-
-        def initializer(shape, dtype=None):
-            if values is None:
-                return ops.zeros(shape, dtype)
-            return ops.convert_to_tensor(np.asarray(values, "int32"), dtype)
-
-        return self.add_weight(
-            shape=(self.num_samples,), initializer=initializer, trainable=False,
-            dtype="int32", name=name,
-        )
 
     @staticmethod
     def _flat_dim(shape, side):
@@ -329,7 +241,7 @@ class CRD(DistillationMethod):
 
         Each row's negatives are drawn uniformly among the training samples
         whose class differs from `train_labels[index]`: distinct samples
-        unless `replacement`.
+        unless `replacement` (`crd_sampler.NegativeSampler`).
 
         Args:
             sample_indices: `(batch,)` integer dataset indices.
@@ -338,44 +250,7 @@ class CRD(DistillationMethod):
             An int32 tensor `(batch, 1 + num_negatives)`; column 0 is
             `sample_indices`.
         """
-        idx = ops.reshape(ops.cast(sample_indices, "int32"), (-1,))
-        anchor_class = ops.take(self.sample_labels, idx, axis=0)
-        count = ops.take(ops.convert_to_tensor(self._class_count), anchor_class, axis=0)
-        start = ops.take(ops.convert_to_tensor(self._class_start), anchor_class, axis=0)
-        num_other = ops.expand_dims(self.num_samples - count, -1)
-        if self.replacement:
-            rank = self._uniform_ranks(ops.shape(idx)[0], self.num_negatives, num_other)
-        else:
-            rank = self._distinct_ranks(ops.shape(idx)[0], num_other)
-        skip = ops.where(rank >= ops.expand_dims(start, -1), ops.expand_dims(count, -1), 0)
-        negatives = ops.take(self.samples_by_class, rank + skip, axis=0)
-        return ops.concatenate([ops.expand_dims(idx, -1), negatives], axis=1)
-
-    def _uniform_ranks(self, rows, columns, num_other):
-        """`(rows, columns)` iid ranks, row `i` uniform in `[0, num_other[i])`."""
-        raw = keras.random.randint(
-            (rows, columns), 0, _RANDINT_MAX, dtype="int32", seed=self.seed_generator
-        )
-        return ops.mod(raw, num_other)
-
-    def _distinct_ranks(self, rows, num_other):
-        """`(rows, num_negatives)` ranks, distinct within each row, uniform.
-
-        Draws `self._draws` iid ranks per row (enough that at least
-        `num_negatives` distinct values occur but with negligible
-        probability), keeps the distinct values, and picks `num_negatives`
-        of them by random keys. The distinct set of iid draws is exchangeable,
-        so the pick is a uniform subset; the cost does not depend on the
-        dataset size.
-        """
-        draws = ops.sort(self._uniform_ranks(rows, self._draws, num_other), axis=-1)
-        first = ops.concatenate(
-            [ops.ones_like(draws[:, :1], "bool"), draws[:, 1:] != draws[:, :-1]], axis=-1
-        )
-        keys = keras.random.uniform((rows, self._draws), seed=self.seed_generator)
-        keys = ops.where(first, keys, -1.0)
-        _, picked = ops.top_k(keys, self.num_negatives, sorted=False)
-        return ops.take_along_axis(draws, picked, axis=-1)
+        return self.sampler(sample_indices)
 
     def compute_loss_terms(
         self, student_features, teacher_features, sample_indices, contrast_indices
@@ -405,28 +280,28 @@ class CRD(DistillationMethod):
         f_t = ops.cast(teacher_features, "float32")
         f_s = ops.reshape(f_s, (ops.shape(f_s)[0], -1))
         f_t = ops.reshape(f_t, (ops.shape(f_t)[0], -1))
-        v1 = divide_by_l2_norm(self.embed_s(f_s))
-        v2 = divide_by_l2_norm(self.embed_t(f_t))
+        v1 = l2_normalize(self.embed_s(f_s))
+        v2 = l2_normalize(self.embed_t(f_t))
         idx = ops.reshape(ops.cast(sample_indices, "int32"), (-1,))
         contrast = ops.cast(contrast_indices, "int32")
 
         # Scores against the pre-update banks, which are constants.
-        rows_v2 = ops.stop_gradient(gather_rows(self.memory_v2, contrast))
-        rows_v1 = ops.stop_gradient(gather_rows(self.memory_v1, contrast))
+        rows_v2 = self.memory.rows(self.memory_v2, contrast)
+        rows_v1 = self.memory.rows(self.memory_v1, contrast)
         logits_v1 = ops.squeeze(ops.matmul(rows_v2, ops.expand_dims(v1, -1)), -1)
         logits_v2 = ops.squeeze(ops.matmul(rows_v1, ops.expand_dims(v2, -1)), -1)
         logits_v1 = logits_v1 / self.temperature
         logits_v2 = logits_v2 / self.temperature
 
-        z_v1 = self._update_z(self.z_v1, logits_v1)
-        z_v2 = self._update_z(self.z_v2, logits_v2)
+        z_v1 = self.memory.update_z(self.z_v1, logits_v1)
+        z_v2 = self.memory.update_z(self.z_v2, logits_v2)
         log_p_v1 = logits_v1 - ops.log(z_v1)
         log_p_v2 = logits_v2 - ops.log(z_v2)
         loss_s = nce_loss(log_p_v1, self.num_samples)
         loss_t = nce_loss(log_p_v2, self.num_samples)
 
-        self._update_bank(self.memory_v1, idx, v1)
-        self._update_bank(self.memory_v2, idx, v2)
+        self.memory.update_bank(self.memory_v1, idx, v1)
+        self.memory.update_bank(self.memory_v2, idx, v2)
         return {
             "embed_s": v1,
             "embed_t": v2,
@@ -437,37 +312,6 @@ class CRD(DistillationMethod):
             "loss_student_anchor": loss_s,
             "loss_teacher_anchor": loss_t,
         }
-
-    def _update_z(self, z_var, logits):
-        """Returns `Z` (set from `logits` while negative, then frozen), storing it.
-
-        `Z = mean(exp(logits)) * num_samples` over the global batch (every
-        replica's rows), with the peak factored out against overflow.
-        """
-        logits = ops.stop_gradient(logits)
-        peak = ops.max(distributed.all_gather(ops.reshape(ops.max(logits), (1,))))
-        local = ops.stack(
-            [ops.sum(ops.exp(logits - peak)), ops.cast(ops.size(logits), "float32")]
-        )
-        sums = ops.sum(distributed.all_gather(local[None]), axis=0)
-        total, count = sums[0], sums[1]
-        first = ops.exp(peak) * (total / count * float(self.num_samples))
-        current = ops.convert_to_tensor(z_var)
-        z = ops.where(current < 0, first, current)
-        z_var.assign(z)
-        return z
-
-    def _update_bank(self, bank, idx, v):
-        """`bank[idx] <- normalize(momentum * bank[idx] + (1 - momentum) * v)`.
-
-        Uses every replica's rows, so the bank is the same on all replicas;
-        only the rows of the batch are written.
-        """
-        idx = distributed.all_gather(idx)
-        v = distributed.all_gather(ops.stop_gradient(v))
-        rows = gather_rows(bank, idx) * self.momentum
-        rows = divide_by_l2_norm(rows + v * (1.0 - self.momentum))
-        scatter_rows(bank, idx, rows)
 
     def call(self, teacher_outputs, student_outputs, labels=None, sample_indices=None, step=None):
         if sample_indices is None:
@@ -504,7 +348,7 @@ class CRD(DistillationMethod):
                 "student_tap": self.student_tap,
                 "seed": self.seed,
                 "replacement": self.replacement,
-                "label_counts": self._class_count.tolist(),
+                "label_counts": self.sampler.class_count.tolist(),
             }
         )
         return config

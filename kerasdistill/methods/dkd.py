@@ -18,7 +18,7 @@ from keras import ops
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
-from kerasdistill.models.taps import LOGITS
+from kerasdistill.tap_names import LOGITS
 
 # mdistiller lowers the target logit by this much (after dividing by T) to drop it.
 _TARGET_MASK_OFFSET = 1000.0

@@ -4,7 +4,7 @@ import keras
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
-from kerasdistill.models.taps import LOGITS
+from kerasdistill.tap_names import LOGITS
 from kerasdistill.ops import kl_divergence_with_temperature
 
 

@@ -37,11 +37,7 @@ from keras import ops
 
 from kerasdistill.models import graph, stage_maps
 from kerasdistill.models.heads import DenseLogits, is_softmax, token_map
-
-LOGITS = "logits"
-FEAT_LAST = "feat_last"
-PRE_POOL = "pre_pool"
-POOLED = "pooled"
+from kerasdistill.tap_names import FEAT_LAST, LOGITS, POOLED, PRE_POOL  # noqa: F401
 _FEAT_PATTERN = re.compile(r"^feat_(\d+)$")
 _ZOO_TAP_PATTERN = re.compile(r"^(feat|preact)_\d+$|^pooled$")
 _GLOBAL_POOLS = (

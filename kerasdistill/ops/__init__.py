@@ -7,7 +7,7 @@ __all__ = ["kl_divergence_with_temperature", "sparse_cross_entropy"]
 from kerasdistill.ops.contrastive import (  # noqa: E402
     different_class_mask,
     feature_wise_info_nce,
-    l2_normalize,
+    info_nce,
     sample_wise_info_nce,
     same_group_mask,
     weighted_region_mean,
@@ -21,6 +21,7 @@ from kerasdistill.ops.multiscale import (  # noqa: E402
 __all__ += [
     "different_class_mask",
     "feature_wise_info_nce",
+    "info_nce",
     "l2_normalize",
     "matching_windows",
     "multiscale_pool",
@@ -30,6 +31,4 @@ __all__ += [
     "weighted_region_mean",
 ]
 
-from kerasdistill.ops.normalize import divide_by_l2_norm  # noqa: E402
-
-__all__ += ["divide_by_l2_norm"]
+from kerasdistill.ops.normalize import l2_normalize  # noqa: E402

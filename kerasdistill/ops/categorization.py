@@ -7,19 +7,11 @@ Building blocks for MSDCRD's categorization options, in `keras.ops`:
   label or the teacher's global prediction), *complementary* otherwise.
 - `consistent_pair_mask`: per region, the sample pairs whose two regions are
   both consistent.
-- `multi_positive_sample_wise_info_nce`: the sample-wise InfoNCE with several
-  positives per anchor (e.g. the same-class images, supervised-contrastive
-  style) and per-region masks.
 - `anchor_weighted_mean`: the reduction of per-anchor losses with one weight
   per anchor.
 """
 
 from keras import ops
-
-# Logit of a masked-out candidate: far below any cosine / temperature, finite so
-# that the log-sum-exp never computes inf - inf.
-_MASKED_LOGIT = -1e9
-
 
 def consistent_regions(local_logits, reference):
     """Marks the regions whose local prediction is the reference class.
@@ -50,66 +42,6 @@ def consistent_pair_mask(consistent):
     """
     per_region = ops.transpose(ops.cast(consistent, "bool"), (1, 0))
     return ops.logical_and(ops.expand_dims(per_region, 2), ops.expand_dims(per_region, 1))
-
-
-def multi_positive_sample_wise_info_nce(
-    student, teacher, temperature=0.1, positive_mask=None, keep_mask=None, symmetric=False
-):
-    """Sample-wise InfoNCE with several positives per anchor and per-region masks.
-
-    For the student anchor `(i, r)`, with `K(i, r)` the kept images `j`
-    (`keep_mask`, the image `i` itself always kept) and `Pos(i, r)` the kept
-    positives (`positive_mask`, `i` itself always one):
-
-    `L[i, r] = log sum_{j in K} exp(s_ir . t_jr / tau)
-               - mean_{p in Pos} s_ir . t_pr / tau`
-
-    the supervised-contrastive loss of Khosla et al. 2020 (positives averaged
-    outside the log). With both masks `None` it is the plain sample-wise
-    InfoNCE.
-
-    Args:
-        student: `(batch, P, dim)` student features, L2-normalized.
-        teacher: `(batch, P, dim)` teacher features, L2-normalized.
-        temperature: Softmax temperature `tau > 0`.
-        positive_mask: `None` or a boolean mask, `(batch, batch)` or
-            `(P, batch, batch)`, of the extra positives `[i, j]` (e.g. the
-            same-class pairs).
-        keep_mask: `None` or a boolean mask, same shapes, of the candidates
-            that enter the loss at all; a positive that is not kept is dropped.
-        symmetric: Average with the teacher-anchored loss (anchor `t_jr`,
-            candidates `s_ir`); both masks must then be symmetric in `i, j`.
-
-    Returns:
-        A `(batch, P)` float32 tensor of per-anchor losses.
-
-    Raises:
-        ValueError: If `temperature <= 0`.
-    """
-    if temperature <= 0:
-        raise ValueError(f"Contrastive temperature must be > 0, got {temperature}.")
-    s = ops.transpose(ops.cast(student, "float32"), (1, 0, 2))
-    t = ops.transpose(ops.cast(teacher, "float32"), (1, 0, 2))
-    logits = ops.matmul(s, ops.transpose(t, (0, 2, 1))) / temperature
-    eye = ops.cast(ops.eye(ops.shape(s)[1]), "bool")
-    masked, positives = logits, eye
-    if keep_mask is not None:
-        keep = ops.logical_or(ops.cast(keep_mask, "bool"), eye)
-        masked = ops.where(keep, logits, _MASKED_LOGIT)
-    if positive_mask is not None:
-        positives = ops.logical_or(ops.cast(positive_mask, "bool"), eye)
-        if keep_mask is not None:
-            positives = ops.logical_and(positives, keep)
-    positives = ops.broadcast_to(ops.cast(positives, "float32"), ops.shape(logits))
-
-    def direction(axis):
-        mean_positive = ops.sum(logits * positives, axis=axis) / ops.sum(positives, axis=axis)
-        return ops.logsumexp(masked, axis=axis) - mean_positive
-
-    loss = direction(-1)
-    if symmetric:
-        loss = 0.5 * (loss + direction(-2))
-    return ops.transpose(loss, (1, 0))
 
 
 def anchor_weighted_mean(per_anchor_loss, anchor_weights, region_weights=None):

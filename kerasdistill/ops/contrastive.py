@@ -10,9 +10,11 @@ differ in their negatives:
 - feature-wise: the teacher vectors `(i, r')` of the other regions `r' != r` of
   the same image.
 
-Everything runs in float32 (inputs of any float dtype are cast), with a
-max-subtracted log-sum-exp, and costs `O(B^2 P + B P^2)` similarities computed
-by batched matmuls. The losses return one value per anchor, `(batch, P)`; reduce
+Both are `info_nce`, the one masked InfoNCE of the library (the
+multi-positive, supervised-contrastive form included). Everything runs in
+float32 (inputs of any float dtype are cast), with a max-subtracted
+log-sum-exp, and costs `O(B^2 P + B P^2)` similarities computed by batched
+matmuls. The losses return one value per anchor, `(batch, P)`; reduce
 them with `weighted_region_mean`.
 """
 
@@ -23,26 +25,10 @@ from keras import ops
 _MASKED_LOGIT = -1e9
 
 
-def l2_normalize(x, axis=-1, epsilon=1e-12):
-    """Scales vectors to unit L2 norm, in float32.
-
-    Args:
-        x: A float tensor.
-        axis: The axis holding the vector components.
-        epsilon: Lower bound of the squared norm (zero vectors stay zero).
-
-    Returns:
-        A float32 tensor of `x`'s shape.
-    """
-    x = ops.cast(x, "float32")
-    squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
-    return x * ops.rsqrt(ops.maximum(squared, epsilon))
-
-
-def _with_positives_kept(keep_mask):
-    """Casts a `(N, N)` keep mask to bool and forces its diagonal (the positives) on."""
-    keep_mask = ops.cast(keep_mask, "bool")
-    return ops.logical_or(keep_mask, ops.cast(ops.eye(ops.shape(keep_mask)[0]), "bool"))
+def _with_positives_kept(mask):
+    """Casts a `(..., N, N)` mask to bool and forces its diagonal (the positives) on."""
+    mask = ops.cast(mask, "bool")
+    return ops.logical_or(mask, ops.cast(ops.eye(ops.shape(mask)[-1]), "bool"))
 
 
 def _logsumexp(logits, keep_mask, axis):
@@ -54,57 +40,88 @@ def _logsumexp(logits, keep_mask, axis):
     return ops.log(total) + ops.squeeze(peak, axis=axis)
 
 
-def _info_nce(anchors, candidates, temperature, keep_mask, symmetric):
-    """InfoNCE of every anchor against the candidates of its group.
+def info_nce(anchors, candidates, temperature, keep_mask=None, symmetric=False, positive_mask=None):
+    """Masked InfoNCE of every anchor against the candidates of its group.
+
+    `L[g, n] = log sum_{m in K(n)} exp(a_gn . c_gm / tau)
+               - mean_{p in Pos(n)} a_gn . c_gp / tau`
+
+    with `K(n)` the kept candidates (`keep_mask`, `n` itself always kept) and
+    `Pos(n)` the kept positives (`positive_mask`, `n` itself always one): the
+    plain InfoNCE without `positive_mask`, the supervised-contrastive loss of
+    Khosla et al. 2020 (positives averaged outside the log) with it.
 
     Args:
         anchors: `(G, N, D)` float32 tensor; anchor `(g, n)` has positive
             `candidates[g, n]` and negatives `candidates[g, m]`, `m != n`.
         candidates: `(G, N, D)` float32 tensor.
-        temperature: Softmax temperature.
-        keep_mask: `None` or a boolean `(N, N)` mask of the (anchor, candidate)
-            pairs that enter the denominator; its diagonal is forced on.
+        temperature: Softmax temperature `tau > 0`.
+        keep_mask: `None` or a boolean `(N, N)` or `(G, N, N)` mask of the
+            (anchor, candidate) pairs that enter the loss; its diagonal is
+            forced on.
         symmetric: Also anchor on the candidates (the transposed similarity
-            matrix) and average both directions.
+            matrix) and average both directions; masks must then be symmetric.
+        positive_mask: `None` or a boolean mask, shapes as `keep_mask`, of the
+            extra positives; a positive that is not kept is dropped.
 
     Returns:
         A `(G, N)` float32 tensor of per-anchor losses.
+
+    Raises:
+        ValueError: If `temperature <= 0`.
     """
     if temperature <= 0:
         raise ValueError(f"Contrastive temperature must be > 0, got {temperature}.")
     if keep_mask is not None:
         keep_mask = _with_positives_kept(keep_mask)
     logits = ops.matmul(anchors, ops.transpose(candidates, (0, 2, 1))) / temperature
-    positives = ops.sum(anchors * candidates, axis=-1) / temperature
-    loss = _logsumexp(logits, keep_mask, axis=-1) - positives
+    if positive_mask is None:
+        diagonal = ops.sum(anchors * candidates, axis=-1) / temperature
+        positives = {-1: diagonal, -2: diagonal}
+    else:
+        pos = _with_positives_kept(positive_mask)
+        if keep_mask is not None:
+            pos = ops.logical_and(pos, keep_mask)
+        pos = ops.broadcast_to(ops.cast(pos, "float32"), ops.shape(logits))
+        positives = {
+            axis: ops.sum(logits * pos, axis=axis) / ops.sum(pos, axis=axis) for axis in (-1, -2)
+        }
+    loss = _logsumexp(logits, keep_mask, axis=-1) - positives[-1]
     if symmetric:
-        reverse = _logsumexp(logits, keep_mask, axis=-2) - positives
+        reverse = _logsumexp(logits, keep_mask, axis=-2) - positives[-2]
         loss = 0.5 * (loss + reverse)
     return loss
 
 
-def sample_wise_info_nce(student, teacher, temperature=0.1, keep_mask=None, symmetric=False):
+def sample_wise_info_nce(
+    student, teacher, temperature=0.1, keep_mask=None, symmetric=False, positive_mask=None
+):
     """Contrasts each student local feature with the same region of other images.
 
     `L[i, r] = -log( exp(s_ir . t_ir / tau) / sum_j exp(s_ir . t_jr / tau) )`,
-    the sum running over the batch images `j` kept by `keep_mask[i, j]`.
+    the sum running over the batch images `j` kept by `keep_mask[i, j]`. With
+    `positive_mask`, the numerator's `s_ir . t_ir` becomes the mean over the
+    kept positives `j` (supervised-contrastive style, see `info_nce`).
 
     Args:
         student: `(batch, P, dim)` student features, L2-normalized.
         teacher: `(batch, P, dim)` teacher features, L2-normalized.
         temperature: Softmax temperature `tau > 0`.
-        keep_mask: Optional boolean `(batch, batch)` mask of the negatives to
-            keep (e.g. from `different_class_mask`); must be symmetric when
+        keep_mask: Optional boolean `(batch, batch)` (every region) or
+            `(P, batch, batch)` (per region) mask of the negatives to keep
+            (e.g. from `different_class_mask`); must be symmetric when
             `symmetric=True`. The positive is always kept.
         symmetric: Average with the teacher-anchored loss (anchor `t_ir`,
             candidates `s_jr`).
+        positive_mask: Optional boolean mask, shapes as `keep_mask`, of extra
+            positives `[i, j]` (e.g. the same-class pairs).
 
     Returns:
         A `(batch, P)` float32 tensor of per-anchor losses.
     """
     s = ops.transpose(ops.cast(student, "float32"), (1, 0, 2))
     t = ops.transpose(ops.cast(teacher, "float32"), (1, 0, 2))
-    loss = _info_nce(s, t, temperature, keep_mask, symmetric)
+    loss = info_nce(s, t, temperature, keep_mask, symmetric, positive_mask)
     return ops.transpose(loss, (1, 0))
 
 
@@ -128,7 +145,7 @@ def feature_wise_info_nce(student, teacher, temperature=0.1, keep_mask=None, sym
     """
     s = ops.cast(student, "float32")
     t = ops.cast(teacher, "float32")
-    return _info_nce(s, t, temperature, keep_mask, symmetric)
+    return info_nce(s, t, temperature, keep_mask, symmetric)
 
 
 def different_class_mask(labels):

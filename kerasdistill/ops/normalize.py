@@ -1,17 +1,16 @@
-"""Normalization helpers shared by distillation methods, computed in float32."""
+"""The L2 normalizer shared by distillation methods, computed in float32."""
 
 from keras import ops
 
 
-def divide_by_l2_norm(x, axis=-1, min_norm=0.0):
+def l2_normalize(x, axis=-1, min_norm=0.0):
     """Divides `x` by its L2 norm along `axis`.
 
     With `min_norm = 0` this is the plain `x / sqrt(sum(x^2))` of RepDistiller's
     CRD `Normalize` module (no guard: an all-zero vector gives NaN). With
     `min_norm > 0` the norm is clamped from below, `x / max(||x||, min_norm)`,
-    as PyTorch's `F.normalize` (whose default is `1e-12`), used by attention
-    transfer. (`kerasdistill.ops.l2_normalize` instead clamps the *squared*
-    norm; the two agree except for near-zero vectors.)
+    as PyTorch's `F.normalize` (whose default is `1e-12`, used by attention
+    transfer); zero vectors then stay zero.
 
     Args:
         x: A floating tensor; computed in float32.
@@ -22,7 +21,7 @@ def divide_by_l2_norm(x, axis=-1, min_norm=0.0):
         A float32 tensor shaped like `x`.
     """
     if min_norm < 0:
-        raise ValueError(f"divide_by_l2_norm min_norm must be >= 0, got {min_norm}.")
+        raise ValueError(f"l2_normalize min_norm must be >= 0, got {min_norm}.")
     x = ops.cast(x, "float32")
     norm = ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
     if min_norm > 0:

@@ -8,10 +8,11 @@ import pytest
 
 from kerasdistill import methods
 from kerasdistill.methods.base import DistillationMethod
-from kerasdistill.models.initializers import torch_bias_initializer, torch_kernel_initializer
+from kerasdistill.initializers import torch_bias_initializer, torch_kernel_initializer
 
 NAMES = ("kd", "fitnet", "at", "crd", "dkd", "msdcrd")
 BUILT_FIRST = {"fitnet", "crd", "msdcrd"}
+IN_BATCH_CONTRASTIVE = {"msdcrd"}
 
 
 def _method(name):
@@ -45,6 +46,24 @@ def test_float32_under_any_policy_and_one_guard_before_build(name):
     if name in BUILT_FIRST:
         with pytest.raises(ValueError, match=rf"{type(method).__name__}.build_from_taps\("):
             method({}, {}, labels=None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_methods_declare_their_batch_contract(name):
+    method = _method(name)
+    assert method.min_batch_per_replica == (2 if name in IN_BATCH_CONTRASTIVE else 1)
+    assert type(method).min_batch_per_replica == method.min_batch_per_replica
+    assert method.uses_sample_indices == (name == "crd")
+
+
+def test_in_batch_contrastive_has_no_negative_in_a_batch_of_one():
+    method = methods.get("msdcrd", projection="none")
+    shape = (1, 4, 4, 8)
+    method.build_from_taps({"feat_last": shape}, {"feat_last": shape})
+    maps = np.random.default_rng(0).normal(size=shape).astype("float32")
+    out = method({"feat_last": maps}, {"feat_last": -maps}, labels=np.zeros(1, "int32"))
+    # Alone in its batch, an anchor's only sample-wise candidate is its positive.
+    assert float(out["loss_msd_sw"]) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_torch_default_initializers_bound_by_fan_in():

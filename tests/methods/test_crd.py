@@ -291,3 +291,14 @@ def test_state_updates_in_training_and_survives_save_and_load(tmp_path):
         np.testing.assert_array_equal(np.asarray(saved), np.asarray(loaded))
     assert float(restored_method.z_v2.numpy()) == z_v2
     np.testing.assert_array_equal(restored_method.memory_v2.numpy(), method.memory_v2.numpy())
+
+
+def test_sampler_and_banks_keep_the_variables_on_the_method_in_checkpoint_order():
+    method = methods.get("crd", train_labels=np.arange(20) % 4, num_negatives=4)
+    method.build_from_taps({"pooled": (None, 8)}, {"pooled": (None, 6)})
+    assert [v.path for v in method.weights] == [
+        "crd/sample_labels", "crd/samples_by_class", "crd/memory_v1", "crd/memory_v2",
+        "crd/z_v1", "crd/z_v2", "embed_s/kernel", "embed_s/bias", "embed_t/kernel", "embed_t/bias",
+    ]
+    assert method.memory_v1 is method.memory.memory_v1
+    assert method.seed_generator is method.sampler.seed_generator

@@ -5,9 +5,13 @@ from kerasdistill.ops.categorization import (
     anchor_weighted_mean,
     consistent_pair_mask,
     consistent_regions,
-    multi_positive_sample_wise_info_nce,
 )
-from kerasdistill.ops.contrastive import l2_normalize, sample_wise_info_nce
+from kerasdistill.ops.contrastive import sample_wise_info_nce
+from kerasdistill.ops.normalize import l2_normalize
+
+
+def multi_positive(student, teacher, tau, positive_mask=None, keep_mask=None, symmetric=False):
+    return sample_wise_info_nce(student, teacher, tau, keep_mask, symmetric, positive_mask)
 
 LABELS = np.array([0, 1, 0, 2, 1, 0], "int32")
 
@@ -50,14 +54,13 @@ def test_consistent_pair_mask_matches_loop():
     np.testing.assert_array_equal(out, expected)
 
 
-def test_without_masks_it_is_the_plain_sample_wise_info_nce():
+def test_with_no_extra_positive_and_everything_kept_it_is_the_plain_info_nce():
     s, t = _unit((6, 5, 8), 2), _unit((6, 5, 8), 3)
-    for symmetric in (False, True):
-        np.testing.assert_allclose(
-            multi_positive_sample_wise_info_nce(s, t, 0.1, symmetric=symmetric),
-            sample_wise_info_nce(s, t, 0.1, symmetric=symmetric),
-            rtol=1e-5,
-        )
+    none = np.zeros((5, 6, 6), bool)
+    everything = np.ones((5, 6, 6), bool)
+    expected = _reference_supcon(s, t, 0.1, none, everything)
+    for masks in ((None, None), (none, everything)):
+        np.testing.assert_allclose(multi_positive(s, t, 0.1, *masks), expected, rtol=1e-5)
 
 
 def test_same_class_positives_and_region_keep_mask_match_numpy():
@@ -65,14 +68,14 @@ def test_same_class_positives_and_region_keep_mask_match_numpy():
     same_class = LABELS[:, None] == LABELS[None, :]
     consistent = np.random.default_rng(6).random((6, 5)) > 0.3
     keep = np.asarray(consistent_pair_mask(consistent))
-    out = np.asarray(multi_positive_sample_wise_info_nce(s, t, 0.2, same_class, keep))
+    out = np.asarray(multi_positive(s, t, 0.2, same_class, keep))
     expected = _reference_supcon(s, t, 0.2, np.broadcast_to(same_class, keep.shape), keep)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     # Extra positives change the loss; a (B, B) keep mask applies to every region.
-    plain = np.asarray(multi_positive_sample_wise_info_nce(s, t, 0.2))
+    plain = np.asarray(multi_positive(s, t, 0.2))
     assert np.abs(out - plain).max() > 0.1
     everything = np.ones((5, 6, 6), bool)
-    only_classes = np.asarray(multi_positive_sample_wise_info_nce(s, t, 0.2, same_class))
+    only_classes = np.asarray(multi_positive(s, t, 0.2, same_class))
     expected = _reference_supcon(
         s, t, 0.2, np.broadcast_to(same_class, everything.shape), everything
     )
@@ -82,10 +85,10 @@ def test_same_class_positives_and_region_keep_mask_match_numpy():
 def test_symmetric_multi_positive_averages_both_directions():
     s, t = _unit((6, 3, 8), 7), _unit((6, 3, 8), 8)
     same_class = LABELS[:, None] == LABELS[None, :]
-    forward = np.asarray(multi_positive_sample_wise_info_nce(s, t, 0.1, same_class))
+    forward = np.asarray(multi_positive(s, t, 0.1, same_class))
     # The teacher-anchored direction is the same loss with the two sides swapped.
-    backward = np.asarray(multi_positive_sample_wise_info_nce(t, s, 0.1, same_class))
-    both = np.asarray(multi_positive_sample_wise_info_nce(s, t, 0.1, same_class, symmetric=True))
+    backward = np.asarray(multi_positive(t, s, 0.1, same_class))
+    both = np.asarray(multi_positive(s, t, 0.1, same_class, symmetric=True))
     np.testing.assert_allclose(both, 0.5 * (forward + backward), rtol=1e-5)
 
 
@@ -103,6 +106,6 @@ def test_anchor_weighted_mean():
 
 
 def test_invalid_temperature_raises():
-    s = np.asarray(l2_normalize(np.ones((2, 1, 3), "float32")))
+    s = np.asarray(l2_normalize(np.ones((2, 1, 3), "float32"), min_norm=1e-6))
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        multi_positive_sample_wise_info_nce(s, s, 0.0)
+        multi_positive(s, s, 0.0)

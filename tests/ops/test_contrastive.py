@@ -4,11 +4,11 @@ import pytest
 from kerasdistill.ops.contrastive import (
     different_class_mask,
     feature_wise_info_nce,
-    l2_normalize,
     same_group_mask,
     sample_wise_info_nce,
     weighted_region_mean,
 )
+from kerasdistill.ops.normalize import l2_normalize
 
 B, P, D = 5, 4, 6
 
@@ -141,7 +141,7 @@ def test_float16_large_features_stay_finite_at_low_temperature():
     rng = np.random.default_rng(6)
     t = (rng.normal(size=(B, P, D)) * 3e4).clip(-6e4, 6e4).astype("float16")
     s = (rng.normal(size=(B, P, D)) * 3e4).clip(-6e4, 6e4).astype("float16")
-    s_unit, t_unit = l2_normalize(s), l2_normalize(t)
+    s_unit, t_unit = l2_normalize(s, min_norm=1e-6), l2_normalize(t, min_norm=1e-6)
     assert np.asarray(s_unit).dtype == np.float32
     for loss_fn in (sample_wise_info_nce, feature_wise_info_nce):
         out = loss_fn(s_unit, t_unit, 0.07, symmetric=True)
@@ -154,7 +154,14 @@ def test_float16_large_features_stay_finite_at_low_temperature():
 
 def test_l2_normalize_unit_norm_and_zero_vector():
     x = np.array([[3.0, 4.0], [0.0, 0.0]], "float32")
-    np.testing.assert_allclose(np.asarray(l2_normalize(x)), [[0.6, 0.8], [0.0, 0.0]])
+    out = np.asarray(l2_normalize(x, min_norm=1e-6))
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+    # Without a floor it is RepDistiller's plain x / ||x||: a zero vector gives NaN.
+    assert np.isnan(np.asarray(l2_normalize(x))[1]).all()
+    # The floor clamps the norm: x / max(||x||, min_norm).
+    np.testing.assert_allclose(np.asarray(l2_normalize(x[:1], min_norm=10.0)), [[0.3, 0.4]])
+    with pytest.raises(ValueError, match="min_norm"):
+        l2_normalize(x, min_norm=-1.0)
 
 
 def test_weighted_region_mean():
