@@ -7,19 +7,17 @@ the flags or inputs ends the program with one line on stderr and exit status 2
 (`KERASDISTILL_VERBOSE=1` or `--verbose=3` adds the traceback).
 """
 
-import os
-import pathlib
-import sys
+from absl import flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from experiments import cli, errors, run_flags
 
-from absl import flags  # noqa: E402
+run_flags.define_flags(flags)
 
-from experiments import cli, config, errors  # noqa: E402
 
-config.define_flags(flags)
+def main():
+    """The `kerasdistill-cifar100` command (`[project.scripts]` of pyproject.toml)."""
+    errors.run_app(cli.main)
 
 
 if __name__ == "__main__":
-    errors.run_app(cli.main)
+    main()

@@ -4,7 +4,7 @@ import json
 
 from absl import flags
 
-from experiments import config
+from experiments import config, quiet, run_flags
 
 
 def main(argv):
@@ -16,8 +16,9 @@ def main(argv):
         argv: Positional arguments left by absl (none are accepted).
     """
     del argv
-    run_config = config.config_from_flags(flags.FLAGS)
+    run_config = run_flags.config_from_flags(flags.FLAGS)
     config.check_values(run_config)
+    quiet.quiet_libraries(run_config.verbose)
     from experiments import runner
 
     metrics = runner.run(run_config)

@@ -7,8 +7,6 @@ model and method registries.
 """
 
 import dataclasses
-import difflib
-import inspect
 import json
 import math
 import os
@@ -33,8 +31,6 @@ LR_SCHEDULES = ("cifar", "imagenet", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
 JIT_COMPILE = ("auto", "true", "false")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8")
-# Methods that contrast each sample with the other samples of its batch.
-IN_BATCH_CONTRASTIVE = ("msdcrd",)
 # Fields that may change between a run and its resumption (where and how it runs, what
 # it writes); any other change makes the run directory's checkpoint another run's.
 RESUMABLE_CHANGES = (
@@ -43,43 +39,91 @@ RESUMABLE_CHANGES = (
 )
 
 
+def _field(default, help, choices=None, **kwargs):  # noqa: A002 - absl's name for it.
+    """A `RunConfig` field and its flag: the default, the help, the accepted values.
+
+    `choices` of a `str` field makes an enum flag; with `comma_separated=True` the
+    value is a comma-separated list of `choices` (checked by `check_values`).
+    """
+    metadata = {"help": help, "choices": choices, **kwargs}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass
 class RunConfig:
-    """Everything one run needs; the absl flags map onto these fields one to one."""
+    """Everything one run needs; one absl flag per field, defined from the field's metadata.
 
-    mode: str = "distill"
-    teacher: str = "resnet32x4"
-    student: str = "resnet8x4"
-    method: str = "kd"
-    method_kwargs: dict = dataclasses.field(default_factory=dict)
-    ce_weight: float = 1.0
-    teacher_weights: str = ""
-    dataset: str = "cifar100"
-    input_pipeline: str = "cifar"
-    data_dir: str = ""
-    download: bool = False
-    skip_corrupt_images: bool = False
-    epochs: int = 240
-    steps_per_epoch: int = 0
-    batch_size: int = 64
-    lr: float = 0.05
-    lr_schedule: str = "cifar"
-    warmup_epochs: float = 0.0
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    seed: int = 0
-    deterministic: bool = False
-    checkpoint_every_steps: int = 500
-    strategy: str = "auto"
-    logical_devices: int = 0
-    sync_batchnorm: bool = False
-    mixed_precision: str = "none"
-    jit_compile: str = "auto"
-    export: str = "saved_model,keras"
-    output_dir: str = "runs/default"
-    verbose: int = 2
+    `experiments.run_flags.define_flags` defines the flags and
+    `run_flags.flag_table` writes the README's flag table from these fields.
+    """
+
+    mode: str = _field("distill", "`teacher`, `student` (the student alone, cross-entropy) or "
+                       "`distill`.", MODES)
+    teacher: str = _field(
+        "resnet32x4", "The teacher: a zoo name, `keras.applications.<Name>` or a `.keras` file; in "
+        "distill mode the architecture `--teacher_weights` holds, or empty for any.")
+    student: str = _field("resnet8x4", "The student: a zoo name, `keras.applications.<Name>` or "
+                          "a `.keras` file.")
+    method: str = _field("kd", "Method name(s), comma-separated (`kd,msdcrd`).")
+    method_kwargs: dict = _field(
+        {}, 'JSON, constructor arguments per method: `{"kd": {"weight": 0.9}, "msdcrd": '
+        '{"temperature": 0.2}}`; each method checks its own.')
+    ce_weight: float = _field(1.0, "Cross-entropy weight in distill mode.")
+    teacher_weights: str = _field(
+        "", "The teacher file of distill mode: `.keras` (any architecture when `--teacher` is "
+        "empty or this file), `.weights.h5` (of the `--teacher` model), or a RepDistiller / "
+        "mdistiller / torchvision PyTorch `.pth` (of the `--teacher` zoo model).")
+    dataset: str = _field("cifar100", "`cifar100`, `cifar10`, `imagenet2012`, or a folder / "
+                          "`.tar.gz` with `train/<class>/*`, `test/<class>/*`.")
+    input_pipeline: str = _field(
+        "cifar", "`cifar` (32x32, pad-4 crop and flip) or `imagenet` (encoded photos, crops at "
+        "224, top-5 reported); `experiments/imagenet.py` sets it.", INPUT_PIPELINES)
+    data_dir: str = _field("", "tensorflow-datasets data directory (default "
+                           "`~/tensorflow_datasets`).")
+    download: bool = _field(False, "Allow tensorflow-datasets to download.")
+    skip_corrupt_images: bool = _field(
+        False, "Skip undecodable images of a folder dataset (with a warning and a count) "
+        "instead of failing.")
+    epochs: int = _field(240, "Training epochs (the LR milestones scale with them).")
+    steps_per_epoch: int = _field(0, "Cap on steps per epoch, for short runs (0 = one pass "
+                                  "over the training set).")
+    batch_size: int = _field(64, "Global training batch size (split over the replicas).")
+    lr: float = _field(0.05, "Initial learning rate.")
+    lr_schedule: str = _field(
+        "cifar", "LR / 10 at 150, 180, 210 of 240 epochs (`cifar`) or 30, 60, 90 of 100 "
+        "(`imagenet`), scaled to `--epochs`; or `cosine` after `--warmup_epochs`.", LR_SCHEDULES)
+    warmup_epochs: float = _field(0.0, "Linear LR warm-up epochs (with `--lr_schedule=cosine`).")
+    optimizer: str = _field("sgd", "`sgd` (momentum, coupled L2 decay) or `adamw` (decoupled "
+                            "decay; the ViT / Mixer flagfiles).", OPTIMIZERS)
+    momentum: float = _field(0.9, "SGD momentum.")
+    weight_decay: float = _field(5e-4, "Weight decay: coupled L2 with sgd, decoupled with adamw.")
+    label_smoothing: float = _field(0.0, "Label smoothing of the training cross-entropy, in "
+                                    "[0, 1).")
+    seed: int = _field(0, "Random seed.")
+    deterministic: bool = _field(False, "Seeds plus deterministic TensorFlow ops: two runs give "
+                                 "identical weights (slower).")
+    checkpoint_every_steps: int = _field(
+        500, "Checkpoint every N training steps (also every epoch and on SIGTERM; 0 = at epoch "
+        "ends only).")
+    strategy: str = _field(
+        "auto", "`auto` (mirrored over all GPUs when more than one), `default`, `mirrored`, "
+        "`multi_worker` (`TF_CONFIG`; see `docs/distributed.md`).", STRATEGIES)
+    logical_devices: int = _field(0, "N > 0 splits the CPU into N logical devices (for testing "
+                                  "strategies).")
+    sync_batchnorm: bool = _field(False, "The student's BatchNorm uses global-batch statistics "
+                                  "under a strategy.")
+    mixed_precision: str = _field("none", "Compute dtype; every loss still computes in float32 "
+                                  "(float16 with loss scaling).", MIXED_PRECISION)
+    jit_compile: str = _field("auto", "XLA-compile the train step (`auto`: only where a GPU is "
+                              "visible; on CPU XLA measured slower).", JIT_COMPILE,
+                              lowercase=True)
+    export: str = _field("saved_model,keras", "Comma-separated export formats.", EXPORT_FORMATS,
+                         comma_separated=True)
+    output_dir: str = _field("runs/default", "The run directory.")
+    verbose: int = _field(2, "Keras fit verbosity (0, 1, 2); 3 is 2 plus TensorFlow's own logs "
+                          "and tracebacks of errors (as `KERASDISTILL_VERBOSE=1`).")
 
     def validate(self):
         """Raises `UsageError` (a `ValueError`) naming the first bad field."""
@@ -126,17 +170,6 @@ def _number(name, value, low, high=math.inf, low_inclusive=True, kind=(int, floa
         raise UsageError(f"--{name}={value!r} is not accepted; it must be a finite number {bound}.")
 
 
-def _is_temperature(key):
-    """Method arguments that are softmax temperatures (> 0), by the methods' naming."""
-    return "temperature" in key or key == "tau"
-
-
-def _is_weight(key):
-    """Method arguments that weight a loss term (>= 0), by the methods' naming."""
-    named = key in ("weight", "alpha", "beta", "gamma")
-    return named or key.endswith("_weight") or key.startswith("lambda")
-
-
 def check_values(config):
     """Checks choices and numbers of `config`; needs no TensorFlow.
 
@@ -146,15 +179,15 @@ def check_values(config):
     Raises:
         UsageError: Naming the bad value and what is accepted.
     """
-    _choice("mode", config.mode, MODES)
-    _choice("strategy", config.strategy, STRATEGIES)
-    _choice("mixed_precision", config.mixed_precision, MIXED_PRECISION)
-    _choice("input_pipeline", config.input_pipeline, INPUT_PIPELINES)
-    _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
-    _choice("optimizer", config.optimizer, OPTIMIZERS)
-    _choice("jit_compile", str(config.jit_compile).lower(), JIT_COMPILE)
-    for fmt in config.export_formats():
-        _choice("export", fmt, EXPORT_FORMATS)
+    for field in dataclasses.fields(config):
+        choices, value = field.metadata.get("choices"), getattr(config, field.name)
+        if choices and field.metadata.get("comma_separated"):
+            for item in (v.strip() for v in value.split(",")):
+                if item:
+                    _choice(field.name, item, choices)
+        elif choices:
+            _choice(field.name, str(value).lower() if field.metadata.get("lowercase") else value,
+                    choices)
     _number("epochs", config.epochs, 0, low_inclusive=False, kind=int)
     _number("batch_size", config.batch_size, 0, low_inclusive=False, kind=int)
     _number("steps_per_epoch", config.steps_per_epoch, 0, kind=int)
@@ -195,11 +228,6 @@ def check_values(config):
             raise UsageError(
                 f"--method_kwargs[{method!r}] must be a JSON object of arguments, got {kwargs!r}."
             )
-        for key, value in kwargs.items():
-            if _is_temperature(key):
-                _number(f"method_kwargs {method}.{key}", value, 0, low_inclusive=False)
-            elif _is_weight(key):
-                _number(f"method_kwargs {method}.{key}", value, 0)
     if not config.teacher_weights:
         raise UsageError("--mode=distill needs --teacher_weights (a trained teacher file).")
     if not pathlib.Path(config.teacher_weights).is_file():
@@ -218,14 +246,11 @@ def check_values(config):
         model_specs.check_path("teacher", config.teacher)
 
 
-def _unknown(kind, name, accepted):
-    close = difflib.get_close_matches(name, accepted, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return UsageError(f"Unknown {kind} {name!r}.{hint} Accepted: {', '.join(accepted)}.")
-
-
 def check_names(config):
-    """Checks model and method names and method arguments against the registries.
+    """Checks the model and method names against the registries.
+
+    The methods' arguments are the methods' to check: `runner.build_methods`
+    builds each method once and reports its error in one line.
 
     Args:
         config: A `RunConfig` that passed `check_values`.
@@ -241,16 +266,10 @@ def check_names(config):
     if config.mode != "distill":
         return
     for name in config.method_names():
-        if name not in methods.available():
-            raise _unknown("method", name, methods.available())
-        cls = methods.method_class(name)
-        parameters = [*inspect.signature(cls.__init__).parameters]
-        parameters += inspect.signature(cls.from_data).parameters
-        internal = ("self", "kwargs", "data", "train_labels")
-        accepted = [p for p in dict.fromkeys(parameters) if p not in internal]
-        for key in config.method_kwargs.get(name, {}):
-            if key not in accepted:
-                raise _unknown(f"argument of method {name!r} in --method_kwargs", key, accepted)
+        try:
+            methods.method_class(name)
+        except ValueError as error:
+            raise UsageError(f"--method={config.method!r}: {error}") from error
 
 
 def check_output_dir(path):
@@ -295,81 +314,3 @@ def differences(config, saved):
         key for key, value in current.items()
         if key not in RESUMABLE_CHANGES and saved.get(key, value) != value
     )
-
-
-def config_from_flags(flag_values):
-    """Builds a `RunConfig` from absl flags of the same names."""
-    kwargs = {}
-    for field in dataclasses.fields(RunConfig):
-        value = flag_values[field.name].value
-        if field.name == "method_kwargs":
-            value = parse_method_kwargs(value)
-        kwargs[field.name] = value
-    return RunConfig(**kwargs)
-
-
-def define_flags(flags_module, defaults=None):
-    """Defines one absl flag per `RunConfig` field (with optional new defaults)."""
-    defaults = {**dataclasses.asdict(RunConfig()), **(defaults or {})}
-    f = flags_module
-    f.DEFINE_enum("mode", defaults["mode"], MODES, "teacher | student (alone) | distill.")
-    f.DEFINE_string("teacher", defaults["teacher"],
-                    "Teacher: a zoo name, keras.applications.<Name> or a .keras file; in distill "
-                    "mode the architecture --teacher_weights holds, empty for any.")
-    f.DEFINE_string("student", defaults["student"],
-                    "Student: a zoo name, keras.applications.<Name> or a .keras file.")
-    f.DEFINE_string("method", defaults["method"], "Method name(s), comma-separated: kd,msdcrd.")
-    f.DEFINE_string(
-        "method_kwargs", json.dumps(defaults["method_kwargs"]),
-        'JSON dict of constructor arguments per method, e.g. {"kd": {"weight": 0.9}}.',
-    )
-    f.DEFINE_float("ce_weight", defaults["ce_weight"], "Cross-entropy weight in distill mode.")
-    f.DEFINE_string("teacher_weights", defaults["teacher_weights"],
-                    "Teacher file (distill mode): .keras (any architecture with --teacher "
-                    "empty), .weights.h5 or a PyTorch .pth checkpoint.")
-    f.DEFINE_string("dataset", defaults["dataset"],
-                    "cifar100 | cifar10 | path to an image folder (train/, test/) or its .tar.gz.")
-    f.DEFINE_enum("input_pipeline", defaults["input_pipeline"], INPUT_PIPELINES,
-                  "cifar (32x32, pad-4 crop) | imagenet (encoded photos, crops at 224, top-5).")
-    f.DEFINE_string("data_dir", defaults["data_dir"], "tensorflow-datasets data directory.")
-    f.DEFINE_bool("download", defaults["download"], "Allow tensorflow-datasets to download.")
-    f.DEFINE_bool("skip_corrupt_images", defaults["skip_corrupt_images"],
-                  "Skip undecodable images of an image folder (with a warning) instead of failing.")
-    f.DEFINE_integer("epochs", defaults["epochs"], "Training epochs (LR milestones scale).")
-    f.DEFINE_integer("steps_per_epoch", defaults["steps_per_epoch"],
-                     "Cap on steps per epoch (0 = one pass over the training set).")
-    f.DEFINE_integer("batch_size", defaults["batch_size"],
-                     "Global training batch size (split over the replicas).")
-    f.DEFINE_float("lr", defaults["lr"], "Initial learning rate.")
-    f.DEFINE_enum("lr_schedule", defaults["lr_schedule"], LR_SCHEDULES,
-                  "LR / 10 at 150, 180, 210 of 240 epochs (cifar) or 30, 60, 90 of 100 "
-                  "(imagenet), scaled to --epochs; or cosine (after --warmup_epochs).")
-    f.DEFINE_float("warmup_epochs", defaults["warmup_epochs"],
-                   "Linear LR warm-up epochs (with --lr_schedule=cosine).")
-    f.DEFINE_enum("optimizer", defaults["optimizer"], OPTIMIZERS,
-                  "sgd (momentum, coupled L2 decay) | adamw (decoupled decay).")
-    f.DEFINE_float("momentum", defaults["momentum"], "SGD momentum.")
-    f.DEFINE_float("weight_decay", defaults["weight_decay"],
-                   "Weight decay: coupled L2 with sgd, decoupled with adamw.")
-    f.DEFINE_float("label_smoothing", defaults["label_smoothing"],
-                   "Label smoothing of the training cross-entropy, in [0, 1).")
-    f.DEFINE_integer("seed", defaults["seed"], "Random seed.")
-    f.DEFINE_bool("deterministic", defaults["deterministic"],
-                  "Deterministic TensorFlow ops: two runs give identical weights (slower).")
-    f.DEFINE_integer("checkpoint_every_steps", defaults["checkpoint_every_steps"],
-                     "Checkpoint every N training steps (0 = at epoch ends only).")
-    f.DEFINE_enum("strategy", defaults["strategy"], STRATEGIES, "tf.distribute strategy.")
-    f.DEFINE_integer("logical_devices", defaults["logical_devices"],
-                     "N > 0 splits the CPU into N logical devices (testing strategies).")
-    f.DEFINE_bool("sync_batchnorm", defaults["sync_batchnorm"],
-                  "Synchronize the student's BatchNorm statistics across replicas.")
-    f.DEFINE_enum("mixed_precision", defaults["mixed_precision"], MIXED_PRECISION,
-                  "Mixed-precision compute dtype.")
-    f.DEFINE_enum("jit_compile", defaults["jit_compile"], JIT_COMPILE,
-                  "XLA-compile the train step (auto: not on CPU).")
-    f.DEFINE_string("export", defaults["export"],
-                    f"Comma-separated export formats: {', '.join(EXPORT_FORMATS)}.")
-    f.DEFINE_string("output_dir", defaults["output_dir"], "Where outputs are written.")
-    f.DEFINE_integer("verbose", defaults["verbose"],
-                     "Keras fit verbosity (0, 1, 2); 3 is 2 plus full tracebacks on errors.")
-

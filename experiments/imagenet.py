@@ -12,16 +12,9 @@ mdistiller `.pth` files. The run directory holds what the CIFAR script writes
 taking 224x224 images in [0, 255]. Mistakes end with one line and exit status 2.
 """
 
-import os
-import pathlib
-import sys
+from absl import flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from absl import flags  # noqa: E402
-
-from experiments import cli, config, errors  # noqa: E402
+from experiments import cli, errors, run_flags
 
 # The reference ImageNet protocol (RepDistiller / mdistiller): 100 epochs, batch 256,
 # SGD 0.1 with momentum 0.9, LR / 10 at epochs 30, 60 and 90, weight decay 1e-4.
@@ -38,8 +31,13 @@ IMAGENET_DEFAULTS = {
     "output_dir": "runs/imagenet",
 }
 
-config.define_flags(flags, defaults=IMAGENET_DEFAULTS)
+run_flags.define_flags(flags, defaults=IMAGENET_DEFAULTS)
+
+
+def main():
+    """The `kerasdistill-imagenet` command (`[project.scripts]` of pyproject.toml)."""
+    errors.run_app(cli.main)
 
 
 if __name__ == "__main__":
-    errors.run_app(cli.main)
+    main()

@@ -22,15 +22,13 @@ KD 0.401 / 0.408 / 0.401, MSDCRD 0.488 / 0.487 / 0.499, KD + MSDCRD
 
 import dataclasses
 import pathlib
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
+
+from experiments import errors, quiet, run_flags, runner
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from experiments import runner  # noqa: E402
 
 MINI = REPO / "data" / "cifar10-mini.tar.gz"
 TEACHER = REPO / "data" / "cifar10_resnet20_teacher.keras"
@@ -47,7 +45,7 @@ STAGES = (
                                   "method_kwargs": {"kd": {"temperature": 4.0, "weight": 1.0}}}),
 )
 
-runner.define_flags(
+run_flags.define_flags(
     flags,
     defaults={
         "teacher": "resnet20",
@@ -82,17 +80,18 @@ def stage_configs(base):
     ]
 
 
-def main(argv):
+def run_stages(argv):
     del argv
     given = [name for name in STAGE_FLAGS if FLAGS[name].present]
     if given:
-        raise ValueError(
+        raise errors.UsageError(
             f"quickstart.py sets --{', --'.join(STAGE_FLAGS)} per stage; got {given}. "
             "Use experiments/cifar100.py for a single run with your own method."
         )
+    quiet.quiet_libraries(FLAGS.verbose)
     rows, teacher_accuracy = [], None
     start = time.perf_counter()
-    for name, config in stage_configs(runner.config_from_flags(FLAGS)):
+    for name, config in stage_configs(run_flags.config_from_flags(FLAGS)):
         stage_start = time.perf_counter()
         metrics = runner.run(config)
         rows.append((name, metrics["test_accuracy"], time.perf_counter() - stage_start, config))
@@ -107,5 +106,10 @@ def main(argv):
     print(f"{'total':<22}{'':>14}{total:>10.0f}")
 
 
+def main():
+    """The `kerasdistill-quickstart` command (`[project.scripts]` of pyproject.toml)."""
+    errors.run_app(run_stages)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    main()

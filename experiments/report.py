@@ -17,13 +17,10 @@ import csv
 import json
 import pathlib
 import re
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from experiments import errors  # noqa: E402
+from experiments import errors
 
 REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "reference_results.md"
 # Column of docs/reference_results.md for a run: its method, or its mode without one.

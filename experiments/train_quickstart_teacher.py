@@ -13,24 +13,18 @@ last finished epoch when started again with the same --output_dir.
 import json
 import os
 import pathlib
-import sys
 
-from absl import app, flags
+from absl import flags
+
+from experiments import errors, quiet, run_flags, runner
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments import runner  # noqa: E402
-from kerasdistill import data, models  # noqa: E402
 
 SHARED = pathlib.Path(os.environ.get("KERASDISTILL_SHARED", REPO.parent / "shared"))
 DESTINATION = REPO / "data" / "cifar10_resnet20_teacher.keras"
 MINI = REPO / "data" / "cifar10-mini.tar.gz"
 
-runner.define_flags(
+run_flags.define_flags(
     flags,
     defaults={
         "mode": "teacher",
@@ -52,6 +46,10 @@ FLAGS = flags.FLAGS
 
 def mini_test_accuracy(model):
     """Top-1 accuracy of `model` on the bundled mini test set, normalized as the quickstart does."""
+    import numpy as np
+
+    from kerasdistill import data
+
     test = data.eval_pipeline(data.load(str(MINI)))
     labels = np.concatenate([y.numpy() for _, y in test])
     return float(np.mean(np.argmax(model.predict(test, verbose=0), -1) == labels))
@@ -68,6 +66,10 @@ def write_teacher(run_dir, destination, metrics):
     Returns:
         The dict written to the `.json` file next to `destination`.
     """
+    import keras
+
+    from kerasdistill import models
+
     config = metrics["config"]
     trained = keras.saving.load_model(pathlib.Path(run_dir) / "model.keras")
     clean = models.get(config["teacher"], num_classes=trained.output_shape[-1])
@@ -92,21 +94,27 @@ def write_teacher(run_dir, destination, metrics):
     return record
 
 
-def main(argv):
+def train_teacher(argv):
     del argv
-    config = runner.config_from_flags(FLAGS)
+    config = run_flags.config_from_flags(FLAGS)
     if config.mode != "teacher":
-        raise ValueError(
+        raise errors.UsageError(
             f"This script trains a teacher: --mode must be 'teacher', got {config.mode!r}."
         )
     if "keras" not in config.export_formats():
-        raise ValueError(
+        raise errors.UsageError(
             f"--export must include 'keras' (the teacher file is made from it), "
             f"got {config.export!r}."
         )
+    quiet.quiet_libraries(config.verbose)
     metrics = runner.run(config)
     print(json.dumps(write_teacher(config.output_dir, FLAGS.destination, metrics), indent=2))
 
 
+def main():
+    """The `kerasdistill-train-quickstart-teacher` command (pyproject.toml)."""
+    errors.run_app(train_teacher)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    main()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import runner
+from experiments import run_flags, runner
 from kerasdistill import data, models
 from tests.conftest import REPO
 from tests.experiments.conftest import write_image_folder
@@ -144,16 +144,16 @@ def test_every_flagfile_parses_into_a_valid_configuration():
     assert flagfiles, "experiments/flags holds no flagfile"
     for path in flagfiles:
         values = flags.FlagValues()
-        runner.define_flags(flags_module=_Definer(values))
+        run_flags.define_flags(flags_module=_Definer(values))
         values(["prog", f"--flagfile={path}"])
-        config = runner.config_from_flags(values)
+        config = run_flags.config_from_flags(values)
         config.teacher_weights = config.teacher_weights and __file__
         config.validate()
         assert pathlib.Path(config.output_dir).name, path
 
 
 class _Definer:
-    """Lets runner.define_flags register flags on a private FlagValues."""
+    """Lets run_flags.define_flags register flags on a private FlagValues."""
 
     def __init__(self, values):
         self._values = values

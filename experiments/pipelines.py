@@ -1,0 +1,104 @@
+"""The input pipeline of a run, and its dataset: the one place that tells ImageNet from CIFAR.
+
+`--input_pipeline=cifar` feeds 32x32 images with the pad-4 crop and flip of
+`kerasdistill.data` and scores top-1; `--input_pipeline=imagenet` feeds encoded
+photos through the random-resized crop at 224 (resize 256 and center crop 224
+for evaluation) and scores top-1 and top-5. Everything else of a run asks the
+`Pipeline` that `for_config` returns.
+"""
+
+import dataclasses
+import pathlib
+import sys
+from typing import Callable, Optional
+
+from experiments.errors import UsageError
+
+# The CIFAR pipeline's pad-4 random crop (kerasdistill.data.augment) keeps 32x32 images.
+CIFAR_IMAGE_SIZE = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """How a run's images are read, augmented, evaluated and scored.
+
+    Attributes:
+        image_shape: `(height, width, channels)` the models receive.
+        eval_batches: `Dataset -> tf.data` batches of the test split.
+        augment: The training batches' augmentation for `epoch_pipeline`
+            (None: `epoch_pipeline`'s own, CIFAR's).
+        shuffle_buffer: `epoch_pipeline`'s shuffle buffer.
+        top5: Whether top-5 accuracy is reported besides top-1.
+        load_folder: Loads a folder dataset of this pipeline's layout (None:
+            `kerasdistill.data.load`'s `train/` / `test/` folders).
+    """
+
+    image_shape: tuple
+    eval_batches: Callable
+    augment: Optional[Callable] = None
+    shuffle_buffer: int = 50_000
+    top5: bool = False
+    load_folder: Optional[Callable] = None
+
+
+def for_config(config):
+    """The `Pipeline` of `config.input_pipeline`."""
+    from kerasdistill import data
+
+    if config.input_pipeline == "imagenet":
+        from kerasdistill.data.imagenet import IMAGE_SIZE, load_imagenet_folder
+        from kerasdistill.data.imagenet_augment import random_resized_crop_flip
+
+        return Pipeline(
+            image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), eval_batches=data.imagenet_eval_pipeline,
+            augment=random_resized_crop_flip, shuffle_buffer=10_000, top5=True,
+            load_folder=load_imagenet_folder,
+        )
+    return Pipeline(image_shape=(CIFAR_IMAGE_SIZE, CIFAR_IMAGE_SIZE, 3),
+                    eval_batches=data.eval_pipeline)
+
+
+def load_dataset(config, output_dir, pipeline=None):
+    """Checks and loads `config.dataset`; an image folder's undecodable files fail or are skipped.
+
+    Returns:
+        A `kerasdistill.data.Dataset`.
+
+    Raises:
+        UsageError: For a missing dataset, a bad folder layout or corrupt images:
+            whatever `kerasdistill.data` documents it raises for them.
+    """
+    from kerasdistill import data
+    from kerasdistill.data import datasets, validation
+
+    pipeline = pipeline or for_config(config)
+    source = config.dataset
+    if pipeline.load_folder is not None and source != "imagenet2012":
+        try:
+            return pipeline.load_folder(source)
+        except (data.DatasetUnavailableError, ValueError, OSError) as error:
+            raise UsageError(f"--dataset={source!r}: {error}") from error
+    if pathlib.Path(source).is_file() and source.endswith(datasets.ARCHIVE_SUFFIXES):
+        try:  # Extracted once; its images are then checked like a folder's.
+            source = str(datasets.extract_archive(source))
+        except (data.DatasetUnavailableError, OSError) as error:
+            raise UsageError(f"--dataset={config.dataset!r}: {error}") from error
+    if pathlib.Path(source).is_dir():
+        try:
+            corrupt = validation.check_image_folder(source)
+        except ValueError as error:
+            raise UsageError(f"--dataset={source!r}: {error}") from error
+        if corrupt and not config.skip_corrupt_images:
+            raise UsageError(
+                f"--dataset={source!r} holds {len(corrupt)} image(s) that cannot be decoded, "
+                f"first {corrupt[0]}; fix or remove them, or pass --skip_corrupt_images."
+            )
+        if corrupt:
+            print(f"warning: skipping {len(corrupt)} undecodable image(s), first {corrupt[0]}.",
+                  file=sys.stderr, flush=True)
+            mirror = output_dir / "dataset_without_corrupt_images" / pathlib.Path(source).name
+            source = str(validation.without_files(source, corrupt, mirror))
+    try:
+        return data.load(source, data_dir=config.data_dir or None, download=config.download)
+    except data.DatasetUnavailableError as error:
+        raise UsageError(f"--dataset={config.dataset!r}: {error}") from error
