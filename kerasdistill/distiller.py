@@ -18,13 +18,6 @@ from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY  # noqa: F401  isort: s
 
 logger = logging.getLogger("kerasdistill")
 
-def _image_shape(teacher, student):
-    teacher_shape = input_checks.image_shape(teacher)
-    student_shape = input_checks.image_shape(student)
-    input_checks.check_image_shapes(teacher_shape, student_shape)
-    return teacher_shape or student_shape
-
-
 @keras.saving.register_keras_serializable(package="kerasdistill")
 class Distiller(keras.Model):
     """Trains `student` with a supervised loss plus the loss terms of `methods`.
@@ -92,7 +85,7 @@ class Distiller(keras.Model):
         self.student_loss = None
         self.teacher.trainable = False
 
-        self.image_shape = _image_shape(teacher, student)
+        self.image_shape = input_checks.shared_image_shape(teacher, student)
         self._teacher_taps = tap_model(
             teacher,
             self._tap_spec(teacher_taps, [t for m in methods for t in m.teacher_taps]),
@@ -212,8 +205,9 @@ class Distiller(keras.Model):
     def fit(self, x=None, y=None, **kwargs):
         """Trains the student, as `keras.Model.fit`, after checking the first batch.
 
-        The first batch (all of it for arrays; not for generators, which
-        cannot be read ahead) is checked before any weight changes: image
+        The first batch (all of it for arrays, the first of a `PyDataset`;
+        not a `tf.data.Dataset` or a generator, which reading ahead would
+        advance) is checked before any weight changes: image
         shape and finite values, the image key and sample indices of dict
         inputs, labels as class ids in range or one-hot rows, and logits that
         are not already probabilities. `StopOnNonFiniteLoss` is added to the

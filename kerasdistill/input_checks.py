@@ -47,21 +47,28 @@ def image_shape(model):
     return tuple(inputs[0].shape[1:])
 
 
-def check_image_shapes(teacher_shape, student_shape):
-    """Checks that the teacher and the student take the same images.
+def shared_image_shape(teacher, student):
+    """The image shape both models take, from whichever declares it.
+
+    Returns:
+        `(height, width, channels)`, or `None` when neither model has inputs.
 
     Raises:
         ValueError: Naming both shapes when a known dimension differs.
     """
-    if teacher_shape is None or student_shape is None:
-        return
-    if len(teacher_shape) != len(student_shape) or any(
-        t is not None and s is not None and t != s for t, s in zip(teacher_shape, student_shape)
+    teacher_shape, student_shape = image_shape(teacher), image_shape(student)
+    if teacher_shape is not None and student_shape is not None and (
+        len(teacher_shape) != len(student_shape)
+        or any(
+            t is not None and s is not None and t != s
+            for t, s in zip(teacher_shape, student_shape)
+        )
     ):
         raise ValueError(
             f"The teacher takes images of shape {teacher_shape} and the student {student_shape}; "
             "both must take the same images (rebuild one with the other's input_shape)."
         )
+    return teacher_shape or student_shape
 
 
 def check_class_counts(teacher_logits, student_logits):
@@ -84,16 +91,19 @@ def first_batch(x, y):
 
     Args:
         x, y: What `fit` was given: arrays (or a dict of arrays) and labels,
-            a `tf.data.Dataset` or a `keras.utils.PyDataset`. A generator
-            cannot be read ahead without consuming it.
+            or a `keras.utils.PyDataset`. A `tf.data.Dataset` or a generator
+            is not read ahead: that would consume it or advance its random
+            state (its structure is still checked when the step is traced).
 
     Returns:
         `(x, y, sample_weight)` of the first batch (all of it for arrays), or `None`.
     """
     if isinstance(x, keras.utils.PyDataset):
         batch = x[0]
-    elif hasattr(x, "element_spec") and hasattr(x, "take"):
-        batch = next(iter(x.take(1)), None)
+    elif hasattr(x, "element_spec"):
+        # Reading a tf.data batch ahead would advance its shuffle and augmentation
+        # state, so training would see other batches than without the check.
+        return None
         if batch is None:
             raise ValueError("The training dataset is empty.")
     elif isinstance(x, (np.ndarray, dict)) or hasattr(x, "__array__"):

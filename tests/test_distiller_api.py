@@ -41,6 +41,18 @@ def _compiled(method_list="kd", **kwargs):
     return distiller
 
 
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return self.x[4 * index: 4 * index + 4], self.y[4 * index: 4 * index + 4]
+
+
 def test_class_counts_that_differ_fail_at_construction():
     teacher, student = _pair(teacher_classes=100)
     with pytest.raises(ValueError, match="The teacher predicts 100 classes and the student 5; "):
@@ -99,9 +111,8 @@ def test_labels_out_of_range_fail_before_any_weight_changes():
         distiller.fit(x, bad, batch_size=4, verbose=0)
     with pytest.raises(ValueError, match=r"Labels of shape \(8, 3\) are neither class ids"):
         distiller.fit(x, np.zeros((8, 3)), batch_size=4, verbose=0)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y - 1)).batch(4)
     with pytest.raises(ValueError, match=r"got values from -1 to"):
-        distiller.fit(dataset, verbose=0)
+        distiller.fit(_Batches(x, y - 1), verbose=0)
     _assert_unchanged(distiller.student, before)
 
 
@@ -231,18 +242,6 @@ def test_a_teacher_whose_softmax_cannot_be_found_is_refused_at_the_first_batch()
     with pytest.raises(ValueError, match="The teacher's outputs on the first batch are "
                                          "probabilities"):
         distiller.fit(x, y, verbose=0)
-
-
-class _Batches(keras.utils.PyDataset):
-    def __init__(self, x, y, **kwargs):
-        super().__init__(**kwargs)
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return 2
-
-    def __getitem__(self, index):
-        return self.x[4 * index: 4 * index + 4], self.y[4 * index: 4 * index + 4]
 
 
 def test_fit_takes_arrays_tf_data_and_a_py_dataset():
