@@ -52,12 +52,18 @@ class Trace:
     output: object
     steps: list
 
+    def __post_init__(self):
+        # The innermost step that computed each tensor, found once: walks back
+        # through the graph ask for it at every step.
+        self._producers = {}
+        for step in self.steps:
+            if not step.nested:
+                for out in step.outputs:
+                    self._producers.setdefault(id(out), step)
+
     def producer(self, tensor):
         """Returns the innermost `Step` that outputs `tensor`, or `None` for an input."""
-        for step in self.steps:
-            if not step.nested and any(out is tensor for out in step.outputs):
-                return step
-        return None
+        return self._producers.get(id(tensor))
 
     def step(self, name):
         """Returns the `Step` named `name` (qualified or, if unique, bare), or `None`."""
