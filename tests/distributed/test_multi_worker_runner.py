@@ -22,17 +22,32 @@ from tests.experiments.conftest import write_image_folder
 
 TIMEOUT_S = 420
 WORKERS = 2
-# One device vs an all-reduce over two processes: float32 summation order only.
-WEIGHT_ATOL = 2e-6
+# One device vs an all-reduce over two processes differ by float32 summation
+# order, and training amplifies that: KD+MSDCRD's gradients move by up to 1e4
+# times a 1e-7 change of the weights when the images of a class are
+# near-duplicates (the sample-wise InfoNCE then contrasts images that barely
+# differ), and by about 10 times on distinct images. So the final weights are
+# compared through what training changed: the two runs' updates must agree to
+# UPDATE_RTOL of the update's norm (measured: at most 1.8e-4 over four teacher
+# seeds). An error of the distributed step (data sharded wrongly, a loss scaled
+# by the replica count, BatchNorm statistics not synchronized) changes the
+# update by its own size.
+UPDATE_RTOL = 1e-2
+# Distinct images (uniform noise around two class colours), a fixed teacher.
+PIXEL_NOISE = 128
+TEACHER_SEED = 0
 
 
 def flags(tmp_path):
     """Flags of a 2-epoch KD+MSDCRD run (synchronized BatchNorm) shared by every process."""
+    import keras
+
     from kerasdistill import models
 
     teacher = tmp_path / "teacher.keras"
+    keras.utils.set_random_seed(TEACHER_SEED)
     models.get("resnet8", num_classes=2).save(teacher)
-    data = write_image_folder(tmp_path / "data")
+    data = write_image_folder(tmp_path / "data", noise=PIXEL_NOISE)
     return [
         "--mode=distill", "--teacher=resnet8", "--student=resnet8", f"--teacher_weights={teacher}",
         "--method=kd,msdcrd", "--sync_batchnorm", f"--dataset={data}", "--epochs=2",
@@ -169,14 +184,21 @@ def test_workers_end_with_identical_weights_equal_to_the_saved_model(runs):
 @pytest.mark.slow  # Three processes: about 100 s on 2 CPU cores.
 def test_two_workers_train_like_one_device_on_the_global_batch(runs):
     tmp_path, (chief, worker, reference) = runs
+    initial = weights(tmp_path / "reference.init.npz")
+    assert all(
+        np.array_equal(a, b) for a, b in zip(initial, weights(tmp_path / "worker0.init.npz"))
+    )
     workers = weights(tmp_path / "worker0.npz")
     single = weights(tmp_path / "reference.npz")
-    for a, b in zip(workers, single):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=WEIGHT_ATOL)
+    updates = [(a - w, b - w) for a, b, w in zip(workers, single, initial)]
+    assert sum(np.linalg.norm(b) for _, b in updates) > 0
+    for index, (a, b) in enumerate(updates):
+        error = np.linalg.norm(a - b)
+        assert error <= UPDATE_RTOL * np.linalg.norm(b) + 1e-7, (index, error, np.linalg.norm(b))
     rows, reference_rows = history(tmp_path / "run"), history(tmp_path / "reference")
     for row, reference_row in zip(rows, reference_rows):
         for key in ("loss", "loss_kd", "loss_msd_sw", "val_loss", "val_accuracy"):
             np.testing.assert_allclose(
-                float(row[key]), float(reference_row[key]), rtol=1e-5, atol=1e-6
+                float(row[key]), float(reference_row[key]), rtol=1e-4, atol=1e-6
             )
     assert chief["test_accuracy"] == worker["test_accuracy"] == reference["test_accuracy"]

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 
-def write_image_folder(root, per_class=(("train", 12), ("test", 4)), classes=("a", "b")):
-    """Writes PNGs `root/<split>/<class>/<i>.png` of 32x32 noisy flat colours, one per class."""
+def write_image_folder(root, per_class=(("train", 12), ("test", 4)), classes=("a", "b"), noise=30):
+    """Writes PNGs `root/<split>/<class>/<i>.png` of 32x32 noisy flat colours, one per class.
+
+    Pixels are the class colour plus integer noise uniform in `[-noise, noise)`.
+    """
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
@@ -15,7 +18,7 @@ def write_image_folder(root, per_class=(("train", 12), ("test", 4)), classes=("a
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 image = np.full((32, 32, 3), 40 + 150 * label, np.int64)
-                image = np.clip(image + rng.integers(-30, 30, image.shape), 0, 255)
+                image = np.clip(image + rng.integers(-noise, noise, image.shape), 0, 255)
                 tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(image.astype(np.uint8)))
     return root
 
