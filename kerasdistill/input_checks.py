@@ -104,8 +104,6 @@ def first_batch(x, y):
         # Reading a tf.data batch ahead would advance its shuffle and augmentation
         # state, so training would see other batches than without the check.
         return None
-        if batch is None:
-            raise ValueError("The training dataset is empty.")
     elif isinstance(x, (np.ndarray, dict)) or hasattr(x, "__array__"):
         batch = (x, y)
     else:

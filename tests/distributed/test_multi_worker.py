@@ -1,59 +1,15 @@
 """Two workers (processes) on 127.0.0.1 under MultiWorkerMirroredStrategy train as one process."""
 
-import contextlib
-import socket
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.distributed.processes import free_ports, run_all
 
 TIMEOUT_S = 300
 WORKERS = 2
 # One device vs an all-reduce over two processes: float32 summation order only
 # (the tolerance of the 2-logical-replica test for the same methods).
 WEIGHT_ATOL = 2e-6
-
-
-def free_ports(count):
-    """Ports on 127.0.0.1 that were free a moment ago (the OS picks them)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def run_all(commands):
-    """Runs the commands at once; kills them all after `TIMEOUT_S` seconds.
-
-    Returns:
-        The `(returncode, stderr)` of each command.
-    """
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.distributed.multi_worker", *args],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        for args in commands
-    ]
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        results = []
-        for proc in procs:
-            _, stderr = proc.communicate(timeout=max(deadline - time.monotonic(), 1))
-            results.append((proc.returncode, stderr))
-        return results
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"multi-worker training did not finish within {TIMEOUT_S} s")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +20,8 @@ def runs(tmp_path_factory):
         [str(out / f"worker{i}.npz"), f"--worker={i}", f"--ports={ports}"] for i in range(WORKERS)
     ]
     commands.append([str(out / "reference.npz")])
-    for command, (returncode, stderr) in zip(commands, run_all(commands)):
+    results = run_all([("tests.distributed.multi_worker", c, {}) for c in commands], TIMEOUT_S)
+    for command, (returncode, _, stderr) in zip(commands, results):
         assert returncode == 0, f"{command}: {stderr[-4000:]}"
     return [np.load(out / f"worker{i}.npz") for i in range(WORKERS)], np.load(out / "reference.npz")
 

@@ -7,17 +7,13 @@ Both workers run the same command (same `--output_dir`) with their own
 import csv
 import json
 import os
-import subprocess
-import sys
-import time
 import types
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
 from tests.distributed.multi_worker import cluster_config
-from tests.distributed.test_multi_worker import free_ports
+from tests.distributed.processes import free_ports, run_all
 from tests.experiments.conftest import write_image_folder
 
 TIMEOUT_S = 420
@@ -55,36 +51,6 @@ def flags(tmp_path):
     ]
 
 
-def run_all(commands):
-    """Runs `(args, env)` commands at once; kills them all after `TIMEOUT_S` seconds.
-
-    Returns:
-        The `(returncode, stdout, stderr)` of each command.
-    """
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.distributed.multi_worker_runner", *args],
-            cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
-        for args, env in commands
-    ]
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        results = []
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=max(deadline - time.monotonic(), 1))
-            results.append((proc.returncode, stdout, stderr))
-        return results
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the multi-worker run did not finish within {TIMEOUT_S} s")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("multi_worker_runner")
@@ -103,7 +69,9 @@ def runs(tmp_path_factory):
          f"--output_dir={tmp_path / 'reference'}"],
         {},
     ))
-    results = run_all(commands)
+    results = run_all(
+        [("tests.distributed.multi_worker_runner", args, env) for args, env in commands], TIMEOUT_S
+    )
     for (args, _), (returncode, _, stderr) in zip(commands, results):
         assert returncode == 0, f"{args}: {stderr[-4000:]}"
     printed = [json.loads(stdout[stdout.index("{"):]) for _, stdout, _ in results]
