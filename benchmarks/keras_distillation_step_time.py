@@ -95,23 +95,22 @@ class FeatureMSE(methods.DistillationMethod):
 
     Args:
         tap: Tap (layer name) read from both models.
-        weight: Weight of the term in the total loss.
+        weight: Weight of the term in the total loss (applied by `DistillationMethod`).
         **kwargs: Passed to `DistillationMethod` (`name`).
     """
 
     def __init__(self, tap, weight=1.0, **kwargs):
-        super().__init__(teacher_taps=(tap,), student_taps=(tap,), **kwargs)
+        super().__init__(teacher_taps=(tap,), student_taps=(tap,), weight=weight, **kwargs)
         self.tap = tap
-        self.weight = float(weight)
 
     def loss_terms(self):
         """Returns `("loss_feature_mse",)`."""
         return ("loss_feature_mse",)
 
     def call(self, teacher_outputs, student_outputs, labels=None, sample_indices=None, step=None):
-        """Returns `{"loss_feature_mse": weight * mean((s - t)^2)}` over all elements."""
+        """Returns `{"loss_feature_mse": mean((s - t)^2)}` over all elements (before `weight`)."""
         difference = student_outputs[self.tap] - ops.stop_gradient(teacher_outputs[self.tap])
-        return {"loss_feature_mse": self.weight * ops.mean(ops.square(difference))}
+        return {"loss_feature_mse": ops.mean(ops.square(difference))}
 
 
 def build_kerasdistill(teacher, student, config, fitnet=False):

@@ -42,7 +42,7 @@ ROWS = {
         {"method": "crd", "kwargs": {"crd": {"num_negatives": 4096}}},
     ),
     "dkd": (
-        "DKD (alpha 1, beta 8, T 4, warm-up 1/12 of training)",
+        "DKD (tckd_weight 1, nckd_weight 8, T 4, warm-up 1/12 of training)",
         {"method": "dkd", "kwargs": {"dkd": {"warmup_epochs": 1 / 12}}},
     ),
     "msdcrd": ("MSDCRD, library defaults", {"method": "msdcrd", "msdcrd": {}}),
@@ -75,17 +75,17 @@ ROWS = {
         {"method": "msdcrd_variants", "msdcrd": {"feature_negatives": "non_overlapping"}},
     ),
     **{
-        f"beta_{beta:g}": (f"MSDCRD, overall weight beta {beta:g}",
-                           {"method": "msdcrd", "msdcrd": {"beta": beta}})
-        for beta in (0.5, 2.0, 4.0)
+        f"weight_{weight:g}": (f"MSDCRD, overall weight {weight:g}",
+                               {"method": "msdcrd", "msdcrd": {"weight": weight}})
+        for weight in (0.5, 2.0, 4.0)
     },
     "sw_only": (
-        "MSDCRD, sample-wise term only (lambda_fw 0)",
-        {"method": "msdcrd", "msdcrd": {"lambda_fw": 0.0}},
+        "MSDCRD, sample-wise term only (fw_weight 0)",
+        {"method": "msdcrd", "msdcrd": {"fw_weight": 0.0}},
     ),
     "fw_only": (
-        "MSDCRD, feature-wise term only (lambda_sw 0)",
-        {"method": "msdcrd", "msdcrd": {"lambda_sw": 0.0}},
+        "MSDCRD, feature-wise term only (sw_weight 0)",
+        {"method": "msdcrd", "msdcrd": {"sw_weight": 0.0}},
     ),
 }
 # The heterogeneous pair: the CNN teacher's 8x8x64 last map against a resnet20-sized
@@ -94,7 +94,7 @@ ROWS = {
 VIT = {
     "student": "vit_mini_p4",
     "flags": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "lr_schedule": "cosine",
-              "warmup_epochs": 0.1, "label_smoothing": 0.1},
+              "lr_warmup_epochs": 0.1, "label_smoothing": 0.1},
 }
 ROWS.update({
     # The ViT's own baseline; no CNN row is its pair.

@@ -23,7 +23,7 @@ MIXED_PRECISION = ("none", "float16", "bfloat16")
 # + flip for training, resize 256 + center crop 224 for evaluation, top-5 reported.
 INPUT_PIPELINES = ("cifar", "imagenet")
 # Step decays scaled to --epochs: cifar divides the LR by 10 at 150, 180, 210 of 240 epochs;
-# imagenet at 30, 60, 90 of 100. cosine: linear warm-up over --warmup_epochs, then cosine
+# imagenet at 30, 60, 90 of 100. cosine: linear warm-up over --lr_warmup_epochs, then cosine
 # decay to 0 (the transformer recipe).
 LR_SCHEDULES = ("cifar", "imagenet", "cosine")
 # sgd: PyTorch-style SGD with momentum and coupled L2 decay (the CNN reference recipe);
@@ -93,8 +93,10 @@ class RunConfig:
     lr: float = _field(0.05, "Initial learning rate.")
     lr_schedule: str = _field(
         "cifar", "LR / 10 at 150, 180, 210 of 240 epochs (`cifar`) or 30, 60, 90 of 100 "
-        "(`imagenet`), scaled to `--epochs`; or `cosine` after `--warmup_epochs`.", LR_SCHEDULES)
-    warmup_epochs: float = _field(0.0, "Linear LR warm-up epochs (with `--lr_schedule=cosine`).")
+        "(`imagenet`), scaled to `--epochs`; or `cosine` after `--lr_warmup_epochs`.",
+        LR_SCHEDULES)
+    lr_warmup_epochs: float = _field(0.0, "Linear learning-rate warm-up epochs (with "
+                                     "`--lr_schedule=cosine`).")
     optimizer: str = _field("sgd", "`sgd` (momentum, coupled L2 decay) or `adamw` (decoupled "
                             "decay; the ViT / Mixer flagfiles).", OPTIMIZERS)
     momentum: float = _field(0.9, "SGD momentum.")
@@ -198,10 +200,10 @@ def check_values(config):
     _number("momentum", config.momentum, 0, 1)
     _number("weight_decay", config.weight_decay, 0, 1)
     _number("label_smoothing", config.label_smoothing, 0, 1)
-    _number("warmup_epochs", config.warmup_epochs, 0, config.epochs)
-    if config.warmup_epochs and config.lr_schedule != "cosine":
+    _number("lr_warmup_epochs", config.lr_warmup_epochs, 0, config.epochs)
+    if config.lr_warmup_epochs and config.lr_schedule != "cosine":
         raise UsageError(
-            f"--warmup_epochs={config.warmup_epochs!r} needs --lr_schedule=cosine "
+            f"--lr_warmup_epochs={config.lr_warmup_epochs!r} needs --lr_schedule=cosine "
             f"(got --lr_schedule={config.lr_schedule!r})."
         )
     _number("ce_weight", config.ce_weight, 0)

@@ -31,6 +31,8 @@ class Pipeline:
         top5: Whether top-5 accuracy is reported besides top-1.
         load_folder: Loads a folder dataset of this pipeline's layout (None:
             `kerasdistill.data.load`'s `train/` / `test/` folders).
+        folder_splits: The training and evaluation split folders of that
+            layout (`<split>/<class>/<image>`), checked before loading.
     """
 
     image_shape: tuple
@@ -39,6 +41,7 @@ class Pipeline:
     shuffle_buffer: int = 50_000
     top5: bool = False
     load_folder: Optional[Callable] = None
+    folder_splits: tuple = ("train", "test")
 
 
 def for_config(config):
@@ -46,13 +49,13 @@ def for_config(config):
     from kerasdistill import data
 
     if config.input_pipeline == "imagenet":
-        from kerasdistill.data.imagenet import IMAGE_SIZE, load_imagenet_folder
+        from kerasdistill.data.imagenet import FOLDER_SPLITS, IMAGE_SIZE, load_imagenet_folder
         from kerasdistill.data.imagenet_augment import random_resized_crop_flip
 
         return Pipeline(
             image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), eval_batches=data.imagenet_eval_pipeline,
             augment=random_resized_crop_flip, shuffle_buffer=10_000, top5=True,
-            load_folder=load_imagenet_folder,
+            load_folder=load_imagenet_folder, folder_splits=FOLDER_SPLITS,
         )
     return Pipeline(image_shape=(CIFAR_IMAGE_SIZE, CIFAR_IMAGE_SIZE, 3),
                     eval_batches=data.eval_pipeline)
@@ -60,6 +63,17 @@ def for_config(config):
 
 def load_dataset(config, output_dir, pipeline=None):
     """Checks and loads `config.dataset`; an image folder's undecodable files fail or are skipped.
+
+    Image folders (or archives of them) of either layout, `train/` and `test/`
+    or ImageNet's `train/` and `val/`, are checked before loading: with
+    corrupt images the run fails naming the first, or, with
+    `config.skip_corrupt_images`, trains on the others.
+
+    Args:
+        config: The run's `RunConfig`.
+        output_dir: The run's output folder (where a folder without the
+            corrupt images is mirrored).
+        pipeline: The run's `Pipeline` (default `for_config(config)`).
 
     Returns:
         A `kerasdistill.data.Dataset`.
@@ -69,36 +83,50 @@ def load_dataset(config, output_dir, pipeline=None):
             whatever `kerasdistill.data` documents it raises for them.
     """
     from kerasdistill import data
-    from kerasdistill.data import datasets, validation
+    from kerasdistill.data import folders
 
     pipeline = pipeline or for_config(config)
     source = config.dataset
-    if pipeline.load_folder is not None and source != "imagenet2012":
-        try:
-            return pipeline.load_folder(source)
-        except (data.DatasetUnavailableError, ValueError, OSError) as error:
-            raise UsageError(f"--dataset={source!r}: {error}") from error
-    if pathlib.Path(source).is_file() and source.endswith(datasets.ARCHIVE_SUFFIXES):
-        try:  # Extracted once; its images are then checked like a folder's.
-            source = str(datasets.extract_archive(source))
-        except (data.DatasetUnavailableError, OSError) as error:
-            raise UsageError(f"--dataset={config.dataset!r}: {error}") from error
-    if pathlib.Path(source).is_dir():
-        try:
-            corrupt = validation.check_image_folder(source)
-        except ValueError as error:
-            raise UsageError(f"--dataset={source!r}: {error}") from error
-        if corrupt and not config.skip_corrupt_images:
-            raise UsageError(
-                f"--dataset={source!r} holds {len(corrupt)} image(s) that cannot be decoded, "
-                f"first {corrupt[0]}; fix or remove them, or pass --skip_corrupt_images."
-            )
-        if corrupt:
-            print(f"warning: skipping {len(corrupt)} undecodable image(s), first {corrupt[0]}.",
-                  file=sys.stderr, flush=True)
-            mirror = output_dir / "dataset_without_corrupt_images" / pathlib.Path(source).name
-            source = str(validation.without_files(source, corrupt, mirror))
     try:
+        if pathlib.Path(source).is_file() and source.endswith(folders.ARCHIVE_SUFFIXES):
+            source = str(folders.extract_archive(source))  # Extracted once, then a folder.
+        if pathlib.Path(source).is_dir():
+            source = _without_corrupt_images(source, config, output_dir, pipeline.folder_splits)
+        if pipeline.load_folder is not None and source != "imagenet2012":
+            return pipeline.load_folder(source)
         return data.load(source, data_dir=config.data_dir or None, download=config.download)
-    except data.DatasetUnavailableError as error:
+    except UsageError:
+        raise
+    except (data.DatasetUnavailableError, ValueError, OSError) as error:
         raise UsageError(f"--dataset={config.dataset!r}: {error}") from error
+
+
+def _without_corrupt_images(folder, config, output_dir, splits):
+    """`folder`, or a mirror of it without its undecodable images under `--skip_corrupt_images`.
+
+    Args:
+        folder: An image folder.
+        config: The run's `RunConfig`.
+        output_dir: Where the mirror is made.
+        splits: The folder's training and evaluation split folders.
+
+    Returns:
+        The folder to load.
+
+    Raises:
+        UsageError: Naming the first undecodable image, without `--skip_corrupt_images`.
+    """
+    from kerasdistill.data import validation
+
+    corrupt = validation.check_image_folder(folder, splits)
+    if not corrupt:
+        return folder
+    if not config.skip_corrupt_images:
+        raise UsageError(
+            f"--dataset={config.dataset!r} holds {len(corrupt)} image(s) that cannot be decoded, "
+            f"first {corrupt[0]}; fix or remove them, or pass --skip_corrupt_images."
+        )
+    print(f"warning: skipping {len(corrupt)} undecodable image(s), first {corrupt[0]}.",
+          file=sys.stderr, flush=True)
+    mirror = output_dir / "dataset_without_corrupt_images" / pathlib.Path(folder).name
+    return str(validation.without_files(folder, corrupt, mirror, splits))

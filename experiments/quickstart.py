@@ -14,10 +14,8 @@ own run directory (model, SavedModel, history) under --output_dir; see
 experiments/runner.py. Every runner.py flag applies except the per-run ones
 (--mode, --method, --method_kwargs, --ce_weight), which the stages fix.
 
-Measured with the defaults on the 2-core development machine, seeds 0 / 1 / 2
-(the teacher scores 0.543 on this test set): student alone 0.366 / 0.382 / 0.384,
-KD 0.401 / 0.408 / 0.401, MSDCRD 0.488 / 0.487 / 0.499, KD + MSDCRD
-0.502 / 0.494 / 0.520; about 400 CPU-seconds per run.
+What it measured on the 2-core development machine (teacher, students, seconds)
+is in README.md, "Two commands".
 """
 
 import dataclasses

@@ -150,7 +150,7 @@ def learning_rate(config, steps):
     from kerasdistill.training import schedules
 
     if config.lr_schedule == "cosine":
-        warmup = round(config.warmup_epochs * steps)
+        warmup = round(config.lr_warmup_epochs * steps)
         return schedules.cosine_with_warmup(config.lr, config.epochs * steps, warmup)
     milestones = {
         "cifar": (schedules.REFERENCE_MILESTONES, schedules.REFERENCE_EPOCHS),

@@ -25,9 +25,10 @@ class Distiller(keras.Model):
     One training step runs the frozen teacher once in inference mode (no
     gradient) and the student once in training mode, each through a tapped
     model returning the feature maps the methods need; each method returns
-    named weighted loss terms. The total loss is
-    `ce_weight * CE + sum(method terms) + regularization losses`, where CE is
-    the student's cross-entropy (or the loss given to `compile`). `predict`,
+    named weighted loss terms. The total loss `loss` is
+    `ce_weight * loss_ce + sum(method terms) + regularization losses`, where
+    `loss_ce` is the student's plain cross-entropy (or the loss given to
+    `compile`), logged unweighted in training as in evaluation. `predict`,
     `evaluate` and `distiller(x)` run the student alone and see its logits.
 
     Models may be functional, `keras.Sequential`, `keras.applications` or
@@ -44,7 +45,7 @@ class Distiller(keras.Model):
         methods: A method, a name (`"kd"`), comma-separated names
             (`"kd,msdcrd"`), a config dict, a list of these, or `None` (the
             student alone); see `kerasdistill.methods.get`.
-        ce_weight: Weight of the supervised term.
+        ce_weight: Weight of the supervised loss `loss_ce` in the total loss.
         teacher_taps: Optional dict `{tap: layer_name}` naming the layer a tap
             reads in the teacher (overrides what is found).
         student_taps: Same for the student.
@@ -207,11 +208,10 @@ class Distiller(keras.Model):
 
         The first batch (all of it for arrays, the first of a `PyDataset`;
         not a `tf.data.Dataset` or a generator, which reading ahead would
-        advance) is checked before any weight changes: image
-        shape and finite values, the image key and sample indices of dict
-        inputs, labels as class ids in range or one-hot rows, and logits that
-        are not already probabilities. `StopOnNonFiniteLoss` is added to the
-        callbacks.
+        advance) is checked before any weight changes: image shape and finite
+        values, the image key and sample indices of dict inputs, labels as
+        class ids in range or one-hot rows, and logits that are not already
+        probabilities. `StopOnNonFiniteLoss` is added to the callbacks.
 
         Raises:
             ValueError: For `class_weight` or `sample_weight` (distillation
@@ -259,14 +259,13 @@ class Distiller(keras.Model):
         return cross_entropy(y, logits, self.label_smoothing if training else 0.0)
 
     def _loss_terms(self, x, y, student_outputs):
-        """Runs the frozen teacher and the methods; returns the weighted terms.
+        """Runs the teacher and the methods; returns `loss_ce` (unweighted) and their terms.
 
-        Each term is this replica's estimate of the term on the global batch
-        (a mean over its shard, or a value the method computed from features
-        gathered over all replicas).
+        Each term is this replica's estimate on the global batch (a mean over
+        its shard, or a value the method computed from features of all replicas).
         """
         logits = student_outputs[LOGITS]
-        terms = {"loss_ce": self.ce_weight * self._supervised_loss(y, logits, training=True)}
+        terms = {"loss_ce": self._supervised_loss(y, logits, training=True)}
         if not self.methods:
             return terms
         images, sample_indices = self._images(x)
@@ -287,8 +286,9 @@ class Distiller(keras.Model):
         return terms
 
     def _total_loss(self, terms):
-        """Sums the terms and the regularization losses, in float32."""
-        total = ops.sum(ops.stack([ops.cast(v, "float32") for v in terms.values()]))
+        """`ce_weight * loss_ce` plus the method terms and regularization losses, in float32."""
+        total = self.ce_weight * ops.cast(terms["loss_ce"], "float32")
+        total += sum(ops.cast(v, "float32") for name, v in terms.items() if name != "loss_ce")
         for loss in self.losses:
             total = total + ops.sum(ops.cast(loss, "float32"))
         return total

@@ -65,6 +65,31 @@ def test_total_loss_is_weighted_ce_plus_method_terms():
     np.testing.assert_allclose(float(total), float(expected), rtol=1e-5)
 
 
+def _numpy_cross_entropy(labels, logits):
+    """Mean sparse softmax cross-entropy, in float64."""
+    logits = np.asarray(logits, "float64")
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -log_probs[np.arange(len(labels)), labels].mean()
+
+
+def test_logged_train_loss_ce_is_unweighted_and_loss_adds_its_weighted_value():
+    teacher, student = _tiny_pair()
+    distiller = kerasdistill.Distiller(teacher, student, methods.KD(), ce_weight=0.1)
+    # Learning rate 0: the step's logits are those of the unchanged student.
+    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    x, y = _batch()
+    logits = keras.ops.convert_to_numpy(student(x, training=True))
+    logs = distiller.train_on_batch(x, y, return_dict=True)
+    assert set(logs) == {"loss", "loss_ce", "loss_kd"}
+    np.testing.assert_allclose(logs["loss_ce"], _numpy_cross_entropy(y, logits), rtol=1e-5)
+    assert not distiller.losses
+    np.testing.assert_allclose(logs["loss"], 0.1 * logs["loss_ce"] + logs["loss_kd"], rtol=1e-5)
+    evaluated = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    expected = _numpy_cross_entropy(y, keras.ops.convert_to_numpy(student(x, training=False)))
+    np.testing.assert_allclose(evaluated["loss_ce"], expected, rtol=1e-5)
+
+
 def test_label_smoothing_matches_keras_categorical_cross_entropy():
     teacher, student = _tiny_pair()
     distiller = kerasdistill.Distiller(

@@ -96,9 +96,18 @@ def test_misspelled_method_arguments_suggest_the_closest():
     with pytest.raises(TypeError, match="KD got an unexpected argument 'temprature'; did you mean "
                                         "'temperature'\\? It accepts: temperature, weight, name"):
         methods.KD(temprature=2.0)
-    with pytest.raises(TypeError, match="MSDCRD got an unexpected argument 'lamda_sw'; did you "
-                                        "mean 'lambda_sw'"):
-        methods.get("msdcrd", lamda_sw=2.0)
+    with pytest.raises(TypeError, match="MSDCRD got an unexpected argument 'sw_wieght'; did you "
+                                        "mean 'sw_weight'"):
+        methods.get("msdcrd", sw_wieght=2.0)
+
+
+@pytest.mark.parametrize("former, name", [
+    ("lambda_sw", "sw_weight"), ("lambda_fw", "fw_weight"), ("beta", "weight"),
+])
+def test_former_msdcrd_argument_names_suggest_the_new_ones(former, name):
+    with pytest.raises(TypeError, match=f"MSDCRD got an unexpected argument '{former}'; did you "
+                                        f"mean '{name}'"):
+        methods.get("msdcrd", **{former: 2.0})
 
 
 def test_labels_out_of_range_fail_before_any_weight_changes():

@@ -139,7 +139,7 @@ def test_transformer_recipe_trains_a_vit_student_with_adamw_and_warmup(tiny_fold
         student="vit_mini_p4", method="msdcrd", teacher_weights=str(teacher),
         method_kwargs={"msdcrd": {"projection": "classifier", "scales": [1, 2]}},
         optimizer="adamw", lr=1e-3, weight_decay=0.05, lr_schedule="cosine",
-        warmup_epochs=1, label_smoothing=0.1, export="keras",
+        lr_warmup_epochs=1, label_smoothing=0.1, export="keras",
     )
     runner.run(config)
     history = (tmp_path / "vit" / "history.csv").read_text().splitlines()

@@ -63,7 +63,7 @@ TOKEN_RECIPE = (
     "--lr=5e-4",
     "--weight_decay=0.05",
     "--lr_schedule=cosine",
-    "--warmup_epochs=10",
+    "--lr_warmup_epochs=10",
     "--label_smoothing=0.1",
 )
 
@@ -90,16 +90,16 @@ NUM_STAGES = {
     "vgg8": 4, "vgg13": 4, "ResNet50": 4, "MobileNetV2": 4,
 }
 
-# DKD beta per pair: mdistiller configs/cifar100/dkd/<name>.yaml (BETA key; a
+# DKD nckd_weight per pair: mdistiller configs/cifar100/dkd/<name>.yaml (BETA key; a
 # config without it uses the default CFG.DKD.BETA = 8.0 of mdistiller/engine/cfg.py).
 # mdistiller has no config for resnet110->resnet20 and ResNet50->vgg8 (the DKD
-# paper does not report them); for those we take the beta of the same teacher's
+# paper does not report them); for those we take the BETA of the same teacher's
 # config (res110_res32.yaml: 2.0; res50_mv2.yaml: default 8.0) -- our choice.
-DKD_BETA = {
+DKD_NCKD_WEIGHT = {
     ("resnet56", "resnet20"): (2.0, "mdistiller configs/cifar100/dkd/res56_res20.yaml"),
     ("resnet110", "resnet32"): (2.0, "mdistiller configs/cifar100/dkd/res110_res32.yaml"),
     ("resnet110", "resnet20"): (
-        2.0, "no mdistiller config; beta of the same teacher's res110_res32.yaml (our choice)"),
+        2.0, "no mdistiller config; BETA of the same teacher's res110_res32.yaml (our choice)"),
     ("resnet32x4", "resnet8x4"): (
         8.0, "mdistiller configs/cifar100/dkd/res32x4_res8x4.yaml (default CFG.DKD.BETA)"),
     ("wrn_40_2", "wrn_16_2"): (6.0, "mdistiller configs/cifar100/dkd/wrn40_2_wrn_16_2.yaml"),
@@ -109,7 +109,7 @@ DKD_BETA = {
     ("ResNet50", "MobileNetV2"): (
         8.0, "mdistiller configs/cifar100/dkd/res50_mv2.yaml (default CFG.DKD.BETA)"),
     ("ResNet50", "vgg8"): (
-        8.0, "no mdistiller config; beta of the same teacher's res50_mv2.yaml (our choice)"),
+        8.0, "no mdistiller config; BETA of the same teacher's res50_mv2.yaml (our choice)"),
     ("resnet32x4", "ShuffleV1"): (
         8.0, "mdistiller configs/cifar100/dkd/res32x4_shuv1.yaml (default CFG.DKD.BETA)"),
     ("resnet32x4", "ShuffleV2"): (
@@ -155,13 +155,15 @@ def recipe(method, teacher, student):
                 "RepDistiller: --distill crd -r 1 -a 0 -b 0.8, nce_k 16384, nce_t 0.07, "
                 "nce_m 0.5, feat_dim 128")
     if method == "dkd":
-        beta, source = DKD_BETA.get(
+        nckd_weight, source = DKD_NCKD_WEIGHT.get(
             (teacher, student),
             (8.0, "no mdistiller config; mdistiller's default CFG.DKD.BETA (our choice)"),
         )
         return ("dkd", 1.0,
-                {"dkd": {"alpha": 1.0, "beta": beta, "temperature": 4.0, "warmup_epochs": 20}},
-                f"mdistiller DKD: CE 1, alpha 1, T 4, warm-up 20 epochs; beta {beta} from {source}")
+                {"dkd": {"tckd_weight": 1.0, "nckd_weight": nckd_weight, "temperature": 4.0,
+                         "warmup_epochs": 20}},
+                "mdistiller DKD: CE 1, tckd_weight 1 (ALPHA), T 4, warm-up 20 epochs; "
+                f"nckd_weight {nckd_weight} (BETA) from {source}")
     if method == "msdcrd":
         r = MSDCRD_RECIPE
         kwargs = {name: dict(args) for name, args in r["method_kwargs"].items()}
@@ -233,8 +235,9 @@ IMAGENET_TEACHER_WEIGHTS = {
 }
 IMAGENET_PAIRS = (("ResNet34", "ResNet18"), ("ResNet50_imagenet", "MobileNetV1"))
 IMAGENET_METHODS = ("kd", "crd", "dkd", "msdcrd")
-# mdistiller configs/imagenet/{r34_r18,r50_mv1}/dkd.yaml (alpha: mdistiller's default 1.0).
-IMAGENET_DKD_BETA = {("ResNet34", "ResNet18"): 0.5, ("ResNet50_imagenet", "MobileNetV1"): 2.0}
+# nckd_weight: mdistiller configs/imagenet/{r34_r18,r50_mv1}/dkd.yaml (its BETA; tckd_weight
+# is its ALPHA, the default 1.0).
+IMAGENET_DKD_NCKD_WEIGHT = {("ResNet34", "ResNet18"): 0.5, ("ResNet50_imagenet", "MobileNetV1"): 2.0}
 
 
 def imagenet_recipe(method, teacher, student):
@@ -246,10 +249,12 @@ def imagenet_recipe(method, teacher, student):
         kwargs, source = recipe("crd", teacher, student)[2:]
         return "crd", 1.0, kwargs, source + " (mdistiller configs/imagenet/*/crd.yaml)"
     if method == "dkd":
-        beta = IMAGENET_DKD_BETA[(teacher, student)]
+        nckd_weight = IMAGENET_DKD_NCKD_WEIGHT[(teacher, student)]
         return ("dkd", 1.0,
-                {"dkd": {"alpha": 1.0, "beta": beta, "temperature": 1.0, "warmup_epochs": 1}},
-                f"mdistiller configs/imagenet/*/dkd.yaml: CE 1, alpha 1, beta {beta}, T 1, "
+                {"dkd": {"tckd_weight": 1.0, "nckd_weight": nckd_weight, "temperature": 1.0,
+                         "warmup_epochs": 1}},
+                "mdistiller configs/imagenet/*/dkd.yaml: CE 1, tckd_weight 1 (ALPHA), "
+                f"nckd_weight {nckd_weight} (BETA), T 1, "
                 "warm-up 1 epoch")
     if method == "msdcrd":
         return ("kd,msdcrd", 1.0,

@@ -1,12 +1,7 @@
 """Data sources and tf.data pipelines (TensorFlow is required here)."""
 
-from kerasdistill.data.datasets import (
-    Dataset,
-    DatasetUnavailableError,
-    load,
-    load_cifar,
-    load_image_folder,
-)
+from kerasdistill.data.datasets import Dataset, load_cifar, load_image_folder
+from kerasdistill.data.folders import DatasetUnavailableError
 from kerasdistill.data.imagenet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -17,6 +12,7 @@ from kerasdistill.data.imagenet import (
     top5_accuracy,
 )
 from kerasdistill.data.pipeline import eval_pipeline, train_pipeline
+from kerasdistill.data.sources import load
 
 __all__ = [
     "Dataset",

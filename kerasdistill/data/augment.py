@@ -7,20 +7,26 @@ import tensorflow as tf
 _MAX_TILED = 1 << 22
 
 
-def random_crop_flip(image, size=32, padding=4):
+def random_crop_flip(image, seed, size=32, padding=4):
     """Zero-pads by `padding`, crops a random `size` x `size` patch, flips at random.
+
+    The crop offset and the flip are drawn with stateless randomness: the same
+    `seed` gives the same result, whatever ran before.
 
     Args:
         image: One uint8 or float image, HWC.
+        seed: Shape `(2,)` integer tensor, the stateless seed of this example.
         size: Output height and width.
         padding: Zero padding added on each side before cropping.
 
     Returns:
         The augmented image, same dtype.
     """
-    image = tf.image.pad_to_bounding_box(image, padding, padding, size + 2 * padding, size + 2 * padding)
-    image = tf.image.random_crop(image, (size, size, tf.shape(image)[-1]))
-    return tf.image.random_flip_left_right(image)
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    padded = size + 2 * padding
+    image = tf.image.pad_to_bounding_box(image, padding, padding, padded, padded)
+    image = tf.image.stateless_random_crop(image, (size, size, tf.shape(image)[-1]), crop_seed)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
 
 def normalize(image, mean, std):

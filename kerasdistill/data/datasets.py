@@ -8,10 +8,11 @@ normalization statistics).
 import dataclasses
 import os
 import pathlib
-import tarfile
 
 import numpy as np
 import tensorflow as tf
+
+from kerasdistill.data.folders import DatasetUnavailableError, folder_of, list_split
 
 # Channel statistics over [0, 1] pixels of the training splits, as used by the
 # RepDistiller reference scripts.
@@ -23,11 +24,8 @@ _CIFAR_ARCHIVES = {
     "cifar100": "cifar-100-binary.tar.gz",
     "cifar10": "cifar-10-binary.tar.gz",
 }
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
-class DatasetUnavailableError(RuntimeError):
-    """Raised when a dataset is neither prepared locally nor obtainable."""
+# The training and evaluation split folders of an image folder.
+FOLDER_SPLITS = ("train", "test")
 
 
 @dataclasses.dataclass
@@ -161,59 +159,6 @@ def load_tfds(name, splits, data_dir, unavailable, mean, std, **load_kwargs):
     )
 
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-
-
-def extract_archive(archive, cache_dir=None):
-    """Extracts a `.tar.gz` image-folder archive once and returns its root.
-
-    Args:
-        archive: Path of the archive (holding one `train/` folder).
-        cache_dir: Where it is extracted (default `~/.cache/kerasdistill`).
-
-    Returns:
-        The folder holding `train/` (and `test/` or `val/`).
-    """
-    archive = pathlib.Path(archive)
-    cache_dir = cache_dir or pathlib.Path.home() / ".cache" / "kerasdistill"
-    target = pathlib.Path(cache_dir) / archive.name.split(".")[0]
-    marker = target / ".extracted"
-    if not marker.exists():
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")
-        marker.touch()
-    roots = [p for p in target.rglob("train") if p.is_dir()]
-    if len(roots) != 1:
-        raise DatasetUnavailableError(
-            f"Archive {archive} must contain exactly one train/ folder; found {len(roots)}."
-        )
-    return roots[0].parent
-
-
-def _list_split(root, split, class_names=None):
-    folder = root / split
-    if not folder.is_dir():
-        raise DatasetUnavailableError(
-            f"Image folder {folder} does not exist. Expected layout: "
-            f"{root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg."
-        )
-    if class_names is None:
-        class_names = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    paths, labels = [], []
-    for label, class_name in enumerate(class_names):
-        files = sorted(
-            str(p)
-            for p in (folder / class_name).glob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        paths += files
-        labels += [label] * len(files)
-    if not paths:
-        raise DatasetUnavailableError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}.")
-    return class_names, paths, labels
-
-
 def _decode_split(paths, labels):
     def decode(path, label):
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -262,12 +207,9 @@ def load_image_folder(path, cache_dir=None):
             f"Dataset path {path} does not exist. Pass a folder with train/<class>/* and "
             f"test/<class>/* images (or a .tar.gz of one), or --dataset=cifar10|cifar100."
         )
-    if path.is_file():
-        if not path.name.endswith(ARCHIVE_SUFFIXES):
-            raise DatasetUnavailableError(f"{path} is a file but not a .tar.gz/.tar archive.")
-        path = extract_archive(path, cache_dir)
-    class_names, train_paths, train_labels = _list_split(path, "train")
-    _, test_paths, test_labels = _list_split(path, "test", class_names)
+    path = folder_of(path, cache_dir)
+    class_names, train_paths, train_labels = list_split(path, FOLDER_SPLITS[0])
+    _, test_paths, test_labels = list_split(path, FOLDER_SPLITS[1], class_names)
     train = _decode_split(train_paths, train_labels).cache()
     test = _decode_split(test_paths, test_labels).cache()
     mean, std = _channel_stats(train)
@@ -280,25 +222,3 @@ def load_image_folder(path, cache_dir=None):
         std=std,
         name=path.name,
     )
-
-
-def load(name_or_path, data_dir=None, download=False, cache_dir=None):
-    """Loads `cifar10`, `cifar100`, `imagenet2012` or an image folder / archive by path.
-
-    Args:
-        name_or_path: `"cifar10"`, `"cifar100"`, `"imagenet2012"` (tfds, from
-            the user's own archives) or a path.
-        data_dir: tfds data directory for the named datasets.
-        download: Allow tfds downloads.
-        cache_dir: Extraction directory for archives.
-
-    Returns:
-        A `Dataset`.
-    """
-    if name_or_path in CIFAR_STATS:
-        return load_cifar(name_or_path, data_dir=data_dir, download=download)
-    if name_or_path == "imagenet2012":
-        from kerasdistill.data.imagenet import load_imagenet  # It imports this module.
-
-        return load_imagenet(data_dir=data_dir)
-    return load_image_folder(name_or_path, cache_dir=cache_dir)

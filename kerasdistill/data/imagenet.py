@@ -17,6 +17,7 @@ the models then normalize them themselves, with `normalization_layer()` as
 their first layer (on the accelerator).
 """
 
+import functools
 import os
 import pathlib
 
@@ -25,15 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdistill.data.augment import normalize as normalize_image
-from kerasdistill.data.datasets import (
-    Dataset,
-    DatasetUnavailableError,
-    load_tfds,
-    extract_archive,
-    _list_split,
-)
+from kerasdistill.data.datasets import Dataset, load_tfds
+from kerasdistill.data.folders import DatasetUnavailableError, folder_of, list_split
 from kerasdistill.data.imagenet_augment import random_resized_crop_flip, resize_center_crop
-from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY
+from kerasdistill.data.pipeline import augmented_batches, reshuffled
 
 # Channel statistics over [0, 1] pixels, as in torchvision's ImageNet recipes.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,6 +37,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SIZE = 224
 RESIZE_SIZE = 256
 IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+# The training and evaluation split folders of an ImageNet image folder.
+FOLDER_SPLITS = ("train", "val")
 # Seed of the fixed order of an image folder's training split (see load_imagenet_folder).
 _FOLDER_ORDER_SEED = 0
 
@@ -129,18 +127,14 @@ def load_imagenet_folder(path, cache_dir=None):
         DatasetUnavailableError: When the path, `train/` or `val/` is missing
             or holds no images.
     """
-    path = pathlib.Path(path).expanduser()
-    if path.is_file():
-        if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
-            raise DatasetUnavailableError(f"{path} is a file but not a .tar.gz/.tar archive.")
-        path = extract_archive(path, cache_dir or pathlib.Path.home() / ".cache" / "kerasdistill")
-    if not ((path / "train").is_dir() and (path / "val").is_dir()):
+    path = folder_of(path, cache_dir)
+    if not all((path / split).is_dir() for split in FOLDER_SPLITS):
         raise DatasetUnavailableError(
             f"ImageNet folder {path} must hold train/<wnid>/*.JPEG and val/<wnid>/*.JPEG "
             f"(or be a .tar.gz of such a folder)."
         )
-    class_names, train_paths, train_labels = _list_split(path, "train")
-    _, val_paths, val_labels = _list_split(path, "val", class_names)
+    class_names, train_paths, train_labels = list_split(path, FOLDER_SPLITS[0])
+    _, val_paths, val_labels = list_split(path, FOLDER_SPLITS[1], class_names)
     order = np.random.default_rng(_FOLDER_ORDER_SEED).permutation(len(train_paths))
     return Dataset(
         train=_read_split(np.asarray(train_paths)[order], np.asarray(train_labels)[order]),
@@ -221,28 +215,22 @@ def imagenet_train_pipeline(
     if shuffle_buffer <= 0:
         raise ValueError(f"shuffle_buffer must be positive, got {shuffle_buffer}.")
     _check_encoded(dataset)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    ds = tf.data.Dataset.zip(dataset.train.enumerate(), seeds)
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-
-    def prepare(example, example_seed):
-        index, (encoded, label) = example
-        image = random_resized_crop_flip(
-            encoded,
-            example_seed,
-            size=image_size,
-            resize=resize,
-            # Normalizing the unrounded resize skips a round trip through uint8.
-            dtype=tf.float32 if normalize else tf.uint8,
-        )
-        if normalize:
-            image = normalize_image(image, dataset.mean, dataset.std)
-        if with_index:
-            return {IMAGE_KEY: image, INDEX_KEY: index}, label
-        return image, label
-
-    ds = ds.map(prepare, num_parallel_calls=num_parallel_calls)
-    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    augment = functools.partial(
+        random_resized_crop_flip,
+        size=image_size,
+        resize=resize,
+        # Normalizing the unrounded resize skips a round trip through uint8.
+        dtype=tf.float32 if normalize else tf.uint8,
+    )
+    ds = augmented_batches(
+        reshuffled(dataset.train.enumerate(), shuffle_buffer, seed),
+        dataset,
+        augment,
+        batch_size,
+        with_index,
+        normalize_images=normalize,
+        num_parallel_calls=num_parallel_calls,
+    )
     return _with_threads(ds, threads)
 
 

@@ -1,4 +1,11 @@
-"""Batched tf.data input pipelines for training and evaluation."""
+"""Batched tf.data input pipelines for training and evaluation.
+
+Every training pipeline ends in `augmented_batches` (augment each example with
+its own stateless seed, normalize, batch): `train_pipeline` and
+`imagenet.imagenet_train_pipeline` seed and shuffle anew each epoch
+(`reshuffled`), `epoch_pipeline` (the command line's) makes each epoch a pure
+function of `(seed, epoch)`.
+"""
 
 import tensorflow as tf
 
@@ -9,12 +16,18 @@ from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY
 def train_pipeline(dataset, batch_size=64, with_index=False, seed=None, cache=True):
     """Shuffled, augmented (pad-4 crop + flip), normalized training batches.
 
+    The per-example steps are those of `epoch_pipeline`, which the command
+    line trains with (`augmented_batches`: the stateless
+    `kerasdistill.data.augment.random_crop_flip`, then `normalize`); the order
+    and the per-example seeds are drawn anew every epoch from `seed`, so the
+    epochs differ and the same `seed` gives the same batches again.
+
     Args:
         dataset: A `kerasdistill.data.Dataset`.
         batch_size: Batch size; the last partial batch is dropped.
         with_index: Yield `({"image": x, "index": i}, y)` with each example's
             dataset index (needed by CRD) instead of `(x, y)`.
-        seed: Shuffle and augmentation seed.
+        seed: Shuffle and augmentation seed (None: different batches every run).
         cache: Cache the decoded uint8 images in memory before augmenting.
 
     Returns:
@@ -22,29 +35,69 @@ def train_pipeline(dataset, batch_size=64, with_index=False, seed=None, cache=Tr
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    ds = dataset.train.enumerate()
+    examples = dataset.train.enumerate()
     if cache:
-        ds = ds.cache()
-    ds = ds.shuffle(min(dataset.num_train, 50_000), seed=seed, reshuffle_each_iteration=True)
+        examples = examples.cache()
+    examples = reshuffled(examples, min(dataset.num_train, 50_000), seed)
+    return augmented_batches(examples, dataset, random_crop_flip, batch_size, with_index)
 
-    def prepare(index, example):
-        image, label = example
-        image = normalize(random_crop_flip(image), dataset.mean, dataset.std)
+
+def reshuffled(examples, shuffle_buffer, seed):
+    """Pairs examples with stateless seeds, both drawn anew every epoch, and shuffles them.
+
+    Args:
+        examples: A `tf.data.Dataset` of `(index, example)`.
+        shuffle_buffer: Shuffle buffer size.
+        seed: Seed of the seeds and of the shuffling (None: random).
+
+    Returns:
+        A `tf.data.Dataset` of `((index, example), seed)`, the seed a `(2,)`
+        int64 tensor, reshuffled and reseeded every iteration.
+    """
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip(examples, seeds)
+    return ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+
+
+def augmented_batches(
+    examples,
+    dataset,
+    augment,
+    batch_size,
+    with_index,
+    normalize_images=True,
+    num_parallel_calls=tf.data.AUTOTUNE,
+):
+    """Augments each example with its own seed, normalizes and batches them.
+
+    The end of every training pipeline (`train_pipeline`, `epoch_pipeline`,
+    `imagenet_train_pipeline`).
+
+    Args:
+        examples: A `tf.data.Dataset` of `((index, (image, label)), seed)`.
+        dataset: The `kerasdistill.data.Dataset` (its normalization statistics).
+        augment: `augment(image, seed)` of one example.
+        batch_size: Batch size; the last partial batch is dropped.
+        with_index: Yield `({"image": x, "index": i}, y)` instead of `(x, y)`.
+        normalize_images: Normalize with the dataset's statistics (else the
+            augmented images are batched as they are).
+        num_parallel_calls: Examples augmented in parallel (default autotuned).
+
+    Returns:
+        A `tf.data.Dataset` of batches, in the order of `examples`.
+    """
+
+    def prepare(example, example_seed):
+        index, (image, label) = example
+        image = augment(image, example_seed)
+        if normalize_images:
+            image = normalize(image, dataset.mean, dataset.std)
         if with_index:
             return {IMAGE_KEY: image, INDEX_KEY: index}, label
         return image, label
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = examples.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-
-def _stateless_crop_flip(image, seed, size=32, padding=4):
-    """`random_crop_flip` with stateless randomness: the same `seed` gives the same result."""
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    padded = size + 2 * padding
-    image = tf.image.pad_to_bounding_box(image, padding, padding, padded, padded)
-    image = tf.image.stateless_random_crop(image, (size, size, tf.shape(image)[-1]), crop_seed)
-    return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
 
 def epoch_pipeline(
@@ -75,9 +128,10 @@ def epoch_pipeline(
         skip_batches: Leading batches to leave out (already trained on).
         with_index: Yield `({"image": x, "index": i}, y)` as `train_pipeline`.
         augment: `augment(image, seed) -> uint8-range image` for one example
-            and its stateless seed; default the CIFAR recipe (pad 4, random
-            crop, flip). ImageNet passes its random-resized crop of the
-            encoded photo (`kerasdistill.data.imagenet.random_resized_crop_flip`).
+            and its stateless seed; default the CIFAR recipe
+            (`kerasdistill.data.augment.random_crop_flip`: pad 4, random crop,
+            flip). ImageNet passes its random-resized crop of the encoded
+            photo (`kerasdistill.data.imagenet_augment.random_resized_crop_flip`).
         shuffle_buffer: Shuffle buffer size (capped by the split's size).
 
     Returns:
@@ -93,24 +147,15 @@ def epoch_pipeline(
             f"skip_batches must be in [0, steps_per_epoch={steps_per_epoch}), got {skip_batches}."
         )
     epoch_seed = int(seed) * 1_000_003 + int(epoch)
-    augment = augment or _stateless_crop_flip
     # One fixed order however often the dataset is iterated (Keras's symbolic build
     # under a distribution strategy starts an extra iteration before training).
     ds = dataset.train.enumerate().shuffle(
         min(dataset.num_train, shuffle_buffer), seed=epoch_seed, reshuffle_each_iteration=False
     )
     ds = ds.take(steps_per_epoch * batch_size).skip(skip_batches * batch_size)
-
-    def prepare(index, example):
-        image, label = example
-        image = augment(image, tf.stack([tf.constant(epoch_seed, tf.int64), index]))
-        image = normalize(image, dataset.mean, dataset.std)
-        if with_index:
-            return {IMAGE_KEY: image, INDEX_KEY: index}, label
-        return image, label
-
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    epoch_seed = tf.constant(epoch_seed, tf.int64)
+    ds = ds.map(lambda index, example: ((index, example), tf.stack([epoch_seed, index])))
+    return augmented_batches(ds, dataset, augment or random_crop_flip, batch_size, with_index)
 
 
 def eval_pipeline(dataset, batch_size=256, split="test"):

@@ -1,4 +1,10 @@
-"""Checks of an image-folder dataset before training: layout, classes, decodable files."""
+"""Checks of an image-folder dataset before training: layout, classes, decodable files.
+
+Both folder layouts are checked alike: `train/` and `test/`
+(`datasets.FOLDER_SPLITS`, the CIFAR-style folders) and `train/` and `val/`
+(`imagenet.FOLDER_SPLITS`), each `<split>/<class>/<image>`; the files checked
+are the ones the loaders read (`folders.list_split`).
+"""
 
 import os
 import pathlib
@@ -7,16 +13,14 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from kerasdistill.data.datasets import IMAGE_EXTENSIONS
+from kerasdistill.data.datasets import FOLDER_SPLITS
+from kerasdistill.data.folders import list_split
 
-SPLITS = ("train", "test")
 
-
-def _images(split_folder):
-    """The image files of a split, `<split>/<class>/<file>`, as the folder loader reads them."""
-    return sorted(
-        p for p in split_folder.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+def _files(root, split):
+    """The image files of `<root>/<split>/<class>/*` and their class names."""
+    class_names, paths, labels = list_split(root, split)
+    return paths, [class_names[label] for label in labels]
 
 
 def undecodable_images(paths):
@@ -45,50 +49,42 @@ def undecodable_images(paths):
     return [p for p, ok in zip(paths, good) if not ok]
 
 
-def check_image_folder(root):
-    """Checks an image-folder dataset laid out as `train/<class>/*` and `test/<class>/*`.
+def check_image_folder(root, splits=FOLDER_SPLITS):
+    """Checks an image-folder dataset laid out as `<split>/<class>/*` for both `splits`.
 
     Args:
         root: The dataset folder.
+        splits: Its training and evaluation split folders: `("train", "test")`
+            (default) or ImageNet's `("train", "val")`.
 
     Returns:
         The list of image files that cannot be decoded (empty when all can).
 
     Raises:
-        ValueError: When a split is missing or holds no image, or a test class
-            has no training folder.
+        DatasetUnavailableError: When a split is missing or holds no image.
+        ValueError: When an evaluation class has no training images.
     """
     root = pathlib.Path(root)
-    classes = {}
-    for split in SPLITS:
-        folder = root / split
-        if not folder.is_dir():
-            raise ValueError(
-                f"{folder} does not exist; expected {root}/train/<class>/* and "
-                f"{root}/test/<class>/*."
-            )
-        classes[split] = sorted({p.parent.name for p in _images(folder)})
-        if not classes[split]:
-            raise ValueError(
-                f"The {split} split {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)}) in "
-                "any class folder."
-            )
-    unknown = sorted(set(classes["test"]) - set(classes["train"]))
+    train_split, eval_split = splits
+    train_files, train_classes = _files(root, train_split)
+    eval_files, eval_classes = _files(root, eval_split)
+    unknown = sorted(set(eval_classes) - set(train_classes))
     if unknown:
         raise ValueError(
-            f"Class folder(s) {', '.join(unknown)} of {root / 'test'} have no training images "
-            f"in {root / 'train'}; every test class must be a training class."
+            f"Class folder(s) {', '.join(unknown)} of {root / eval_split} have no training "
+            f"images in {root / train_split}; every {eval_split} class must be a training class."
         )
-    return undecodable_images([p for split in SPLITS for p in _images(root / split)])
+    return undecodable_images(train_files + eval_files)
 
 
-def without_files(root, excluded, target):
+def without_files(root, excluded, target, splits=FOLDER_SPLITS):
     """Mirrors the folder `root` under `target` with symbolic links, leaving out `excluded`.
 
     Args:
         root: The dataset folder.
         excluded: Files under `root` to leave out.
         target: The mirror folder; replaced if it exists.
+        splits: The split folders to mirror, as `check_image_folder`.
 
     Returns:
         `target` as a `pathlib.Path`.
@@ -96,8 +92,8 @@ def without_files(root, excluded, target):
     root, target = pathlib.Path(root).resolve(), pathlib.Path(target)
     excluded = {pathlib.Path(p).resolve() for p in excluded}
     shutil.rmtree(target, ignore_errors=True)
-    for split in SPLITS:
-        for path in _images(root / split):
+    for split in splits:
+        for path in map(pathlib.Path, _files(root, split)[0]):
             if path.resolve() in excluded:
                 continue
             link = target / path.relative_to(root)

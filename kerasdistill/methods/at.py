@@ -106,7 +106,7 @@ class AT(DistillationMethod):
     Term `loss_at = weight * sum_k mean((at(s_k) - at(t_k))^2)` over the tap
     pairs. Reference defaults (RepDistiller): `p = 2`, the intermediate
     features `feat_s[1:-1]` (`feat_1`..`feat_3` of the CIFAR ResNets), weight
-    (`beta`) 1000 with cross-entropy weight 1.
+    1000 (its `beta`) with cross-entropy weight 1.
 
     Maps of different spatial sizes are matched as the reference does: the
     larger one is average-pooled to the smaller size (integer ratios only;
@@ -116,7 +116,7 @@ class AT(DistillationMethod):
         teacher_taps: Tap names of the teacher maps (NHWC).
         student_taps: Tap names of the student maps, paired in order.
         p: Exponent of the attention maps.
-        weight: Weight of the term in the total loss.
+        weight: Weight of the term in the total loss (see `DistillationMethod`).
         **kwargs: Passed to `DistillationMethod`'s Layer base (`name`, `dtype`;
             `dtype` defaults to float32 so the loss is computed in float32).
     """
@@ -129,7 +129,9 @@ class AT(DistillationMethod):
         weight=1000.0,
         **kwargs,
     ):
-        super().__init__(teacher_taps=teacher_taps, student_taps=student_taps, **kwargs)
+        super().__init__(
+            teacher_taps=teacher_taps, student_taps=student_taps, weight=weight, **kwargs
+        )
         if len(self.teacher_taps) != len(self.student_taps) or not self.teacher_taps:
             raise ValueError(
                 "AT needs the same, non-zero number of teacher and student taps; got "
@@ -138,7 +140,6 @@ class AT(DistillationMethod):
         if p <= 0:
             raise ValueError(f"AT exponent p must be > 0, got {p}.")
         self.p = float(p)
-        self.weight = float(weight)
 
     def loss_terms(self):
         return ("loss_at",)
@@ -160,7 +161,7 @@ class AT(DistillationMethod):
                 self.p,
                 taps=(s_tap, t_tap),
             )
-        return {"loss_at": self.weight * total}
+        return {"loss_at": total}
 
     def get_config(self):
         config = super().get_config()
@@ -169,7 +170,6 @@ class AT(DistillationMethod):
                 "teacher_taps": list(self.teacher_taps),
                 "student_taps": list(self.student_taps),
                 "p": self.p,
-                "weight": self.weight,
             }
         )
         return config

@@ -3,6 +3,8 @@
 import dataclasses
 import difflib
 import inspect
+import math
+import numbers
 
 import keras
 import numpy as np
@@ -42,6 +44,11 @@ class DistillationMethod(keras.layers.Layer):
     returns a dict of named, already weighted loss terms; the Distiller adds
     them to the total loss and tracks one metric per term.
 
+    Every method has an overall `weight`, applied here once: calling a method
+    multiplies each term its `call` returns by `weight`. Weights of single
+    terms are named after their term (DKD's `tckd_weight`, MSDCRD's
+    `sw_weight`) and applied in `call`.
+
     Subclasses set `teacher_taps` and `student_taps` (tuples of tap names, see
     `kerasdistill.models.taps`), may override `build_from_taps` to create
     weights from the tapped tensor shapes, and implement `call`.
@@ -49,6 +56,8 @@ class DistillationMethod(keras.layers.Layer):
     Args:
         teacher_taps: Tap names read from the teacher.
         student_taps: Tap names read from the student.
+        weight: Overall weight, multiplying every term of the method; a
+            finite number `>= 0`.
         **kwargs: Passed to `keras.layers.Layer` (`name`; `dtype` defaults to
             float32 whatever the global policy).
     """
@@ -62,15 +71,24 @@ class DistillationMethod(keras.layers.Layer):
     # True for methods that create weights from the tap shapes (projection heads,
     # memory banks): `build_from_taps` must run before their first call.
     needs_tap_shapes = False
+    # Former argument names, mapped to the current ones: a former name is refused with
+    # an error naming its replacement (difflib cannot guess `lambda_sw` -> `sw_weight`).
+    renamed_arguments = {}
 
-    def __init__(self, teacher_taps, student_taps, **kwargs):
+    def __init__(self, teacher_taps, student_taps, weight=1.0, **kwargs):
         self._check_keyword_arguments(kwargs)
+        number = isinstance(weight, numbers.Real) and not isinstance(weight, bool)
+        if not (number and math.isfinite(weight) and weight >= 0):
+            raise ValueError(
+                f"{type(self).__name__} weight must be a finite number >= 0, got {weight!r}."
+            )
         # Losses compute in float32 under any mixed-precision policy: Keras
         # casts the (float16 / bfloat16) inputs up before `call`.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.teacher_taps = tuple(teacher_taps)
         self.student_taps = tuple(student_taps)
+        self.weight = float(weight)
         self._taps_built = False
 
     def _check_keyword_arguments(self, kwargs):
@@ -83,8 +101,9 @@ class DistillationMethod(keras.layers.Layer):
             for name, p in inspect.signature(type(self).__init__).parameters.items()
             if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
         ]
-        accepted = own + list(_LAYER_KWARGS)
-        close = difflib.get_close_matches(unknown[0], accepted, n=1)
+        accepted = own + [name for name in ("weight",) + _LAYER_KWARGS if name not in own]
+        renamed = self.renamed_arguments.get(unknown[0])
+        close = [renamed] if renamed else difflib.get_close_matches(unknown[0], accepted, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else "."
         raise TypeError(
             f"{type(self).__name__} got an unexpected argument {unknown[0]!r}{hint} "
@@ -143,8 +162,10 @@ class DistillationMethod(keras.layers.Layer):
         self.built = True
 
     def __call__(self, *args, **kwargs):
+        """Runs `call` and returns its terms, each multiplied by the overall `weight`."""
         self.require_built()
-        return super().__call__(*args, **kwargs)
+        terms = super().__call__(*args, **kwargs)
+        return {name: self.weight * term for name, term in terms.items()}
 
     def require_built(self):
         """Raises unless a method with `needs_tap_shapes` has been built.
@@ -172,6 +193,12 @@ class DistillationMethod(keras.layers.Layer):
                 scalar), for schedules.
 
         Returns:
-            A dict `{"loss_<term>": scalar float32 tensor}` of weighted terms.
+            A dict `{"loss_<term>": scalar float32 tensor}`, each term with its
+            own weight; `__call__` multiplies them by the overall `weight`.
         """
         raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config["weight"] = self.weight
+        return config

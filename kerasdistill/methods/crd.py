@@ -65,7 +65,7 @@ class CRD(DistillationMethod):
     """Contrastive representation distillation with memory banks.
 
     Reference defaults (RepDistiller): `feat_dim = 128`, `num_negatives =
-    16384`, `temperature = 0.07`, `momentum = 0.5`, weight (`beta`) 0.8 with
+    16384`, `temperature = 0.07`, `momentum = 0.5`, weight 0.8 (its `beta`) with
     cross-entropy weight 1 and no KD term.
 
     State (Keras variables, saved with the Distiller and restored on resume):
@@ -107,7 +107,8 @@ class CRD(DistillationMethod):
         num_negatives: Negatives per sample (the reference's `nce_k`).
         temperature: Score temperature `T > 0` (`nce_t`).
         momentum: Memory update momentum in `[0, 1]` (`nce_m`).
-        weight: Weight of the term in the total loss (`beta`).
+        weight: Weight of the term in the total loss (RepDistiller's `beta`;
+            see `DistillationMethod`).
         teacher_tap: Tap of the teacher feature (flattened if not 2-D).
         student_tap: Tap of the student feature.
         seed: Seed of the negative sampler (`None`: from Keras' global seed).
@@ -141,7 +142,9 @@ class CRD(DistillationMethod):
         label_counts=None,
         **kwargs,
     ):
-        super().__init__(teacher_taps=(teacher_tap,), student_taps=(student_tap,), **kwargs)
+        super().__init__(
+            teacher_taps=(teacher_tap,), student_taps=(student_tap,), weight=weight, **kwargs
+        )
         if train_labels is not None:
             labels = checked_labels(train_labels)
             counts = np.bincount(labels)
@@ -171,7 +174,6 @@ class CRD(DistillationMethod):
         self.num_negatives = int(num_negatives)
         self.temperature = float(temperature)
         self.momentum = float(momentum)
-        self.weight = float(weight)
         self.teacher_tap = teacher_tap
         self.student_tap = student_tap
         self.seed = seed
@@ -333,7 +335,7 @@ class CRD(DistillationMethod):
             contrast,
         )
         loss = terms["loss_student_anchor"] + terms["loss_teacher_anchor"]
-        return {"loss_crd": self.weight * loss}
+        return {"loss_crd": loss}
 
     def get_config(self):
         config = super().get_config()
@@ -343,7 +345,6 @@ class CRD(DistillationMethod):
                 "num_negatives": self.num_negatives,
                 "temperature": self.temperature,
                 "momentum": self.momentum,
-                "weight": self.weight,
                 "teacher_tap": self.teacher_tap,
                 "student_tap": self.student_tap,
                 "seed": self.seed,

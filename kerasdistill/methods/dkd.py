@@ -10,7 +10,7 @@ With `p = softmax(z / T)` over the classes and `y` the label:
   reference does).
 
 Both are summed over the batch, divided by the batch size and multiplied by
-`T^2`; the loss is `warmup * (alpha * TCKD + beta * NCKD)`.
+`T^2`; the loss is `weight * warmup * (tckd_weight * TCKD + nckd_weight * NCKD)`.
 """
 
 import keras
@@ -83,34 +83,47 @@ def dkd_terms(student_logits, teacher_logits, labels, temperature):
 class DKD(DistillationMethod):
     """Decoupled KD on logits, reported as two terms `loss_tckd` and `loss_nckd`.
 
-    `loss_tckd = w * alpha * TCKD` and `loss_nckd = w * beta * NCKD` with the
+    `loss_tckd = weight * w * tckd_weight * TCKD` and
+    `loss_nckd = weight * w * nckd_weight * NCKD` with the
     warm-up factor `w = min(step / warmup_steps, 1)`, `step` the number of
     training steps taken so far (the Distiller passes its `training_steps`,
     so the very first step has `w = 0`); `warmup_steps = 0` disables the
     warm-up. Their sum is mdistiller's `loss_kd`.
 
-    Reference defaults (mdistiller, CIFAR-100): `alpha = 1`, `beta = 8`,
-    `T = 4`, warm-up over 20 epochs (pass `20 * steps_per_epoch`), cross-entropy
-    weight 1. mdistiller counts epochs from 1, so its factor is already 1/20 in
-    the first epoch; the step-based ramp differs from it by at most one epoch.
+    Reference defaults (mdistiller, CIFAR-100): `tckd_weight = 1` (its
+    `ALPHA`), `nckd_weight = 8` (its `BETA`), `T = 4`, warm-up over 20 epochs
+    (pass `20 * steps_per_epoch`), cross-entropy weight 1. mdistiller counts
+    epochs from 1, so its factor is already 1/20 in the first epoch; the
+    step-based ramp differs from it by at most one epoch.
 
     Args:
-        alpha: Weight of TCKD.
-        beta: Weight of NCKD.
+        tckd_weight: Weight of TCKD.
+        nckd_weight: Weight of NCKD.
         temperature: Softening temperature, `> 0`.
         warmup_steps: Length of the linear warm-up in optimizer steps, `>= 0`.
+        weight: Overall weight of both terms (see `DistillationMethod`).
         **kwargs: Passed to `DistillationMethod`'s Layer base (`name`, `dtype`;
             `dtype` defaults to float32 so the loss is computed in float32).
     """
 
-    def __init__(self, alpha=1.0, beta=8.0, temperature=4.0, warmup_steps=0, **kwargs):
-        super().__init__(teacher_taps=(LOGITS,), student_taps=(LOGITS,), **kwargs)
+    renamed_arguments = {"alpha": "tckd_weight", "beta": "nckd_weight"}
+
+    def __init__(
+        self,
+        tckd_weight=1.0,
+        nckd_weight=8.0,
+        temperature=4.0,
+        warmup_steps=0,
+        weight=1.0,
+        **kwargs,
+    ):
+        super().__init__(teacher_taps=(LOGITS,), student_taps=(LOGITS,), weight=weight, **kwargs)
         if temperature <= 0:
             raise ValueError(f"DKD temperature must be > 0, got {temperature}.")
         if warmup_steps < 0:
             raise ValueError(f"DKD warmup_steps must be >= 0, got {warmup_steps}.")
-        self.alpha = float(alpha)
-        self.beta = float(beta)
+        self.tckd_weight = float(tckd_weight)
+        self.nckd_weight = float(nckd_weight)
         self.temperature = float(temperature)
         self.warmup_steps = int(warmup_steps)
 
@@ -167,16 +180,16 @@ class DKD(DistillationMethod):
         )
         factor = self.warmup_factor(step)
         return {
-            "loss_tckd": factor * self.alpha * tckd,
-            "loss_nckd": factor * self.beta * nckd,
+            "loss_tckd": factor * self.tckd_weight * tckd,
+            "loss_nckd": factor * self.nckd_weight * nckd,
         }
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "alpha": self.alpha,
-                "beta": self.beta,
+                "tckd_weight": self.tckd_weight,
+                "nckd_weight": self.nckd_weight,
                 "temperature": self.temperature,
                 "warmup_steps": self.warmup_steps,
             }

@@ -92,12 +92,12 @@ class FitNet(DistillationMethod):
     to use the moving statistics instead.
 
     Reference defaults (RepDistiller): hint on the feature of index 2 of both
-    networks (`"feat_2"`), weight (`beta`) 100, cross-entropy weight 1.
+    networks (`"feat_2"`), weight 100 (its `beta`), cross-entropy weight 1.
 
     Args:
         teacher_tap: Tap of the teacher hint, an NHWC map.
         student_tap: Tap of the student guided layer, an NHWC map.
-        weight: Weight of the term in the total loss.
+        weight: Weight of the term in the total loss (see `DistillationMethod`).
         use_relu: Whether the regressor ends with a ReLU (as `ConvReg`).
         **kwargs: Passed to `DistillationMethod`'s Layer base (`name`, `dtype`;
             `dtype` defaults to float32 so the loss is computed in float32).
@@ -108,10 +108,11 @@ class FitNet(DistillationMethod):
     def __init__(
         self, teacher_tap="feat_2", student_tap="feat_2", weight=100.0, use_relu=True, **kwargs
     ):
-        super().__init__(teacher_taps=(teacher_tap,), student_taps=(student_tap,), **kwargs)
+        super().__init__(
+            teacher_taps=(teacher_tap,), student_taps=(student_tap,), weight=weight, **kwargs
+        )
         self.teacher_tap = teacher_tap
         self.student_tap = student_tap
-        self.weight = float(weight)
         self.use_relu = bool(use_relu)
 
     def loss_terms(self):
@@ -164,7 +165,7 @@ class FitNet(DistillationMethod):
             )
         regressed = ops.cast(self.regressor(f_s, training=training), "float32")
         loss = ops.mean(ops.square(regressed - f_t))
-        return {"loss_fitnet": self.weight * loss}
+        return {"loss_fitnet": loss}
 
     def get_config(self):
         config = super().get_config()
@@ -172,7 +173,6 @@ class FitNet(DistillationMethod):
             {
                 "teacher_tap": self.teacher_tap,
                 "student_tap": self.student_tap,
-                "weight": self.weight,
                 "use_relu": self.use_relu,
             }
         )

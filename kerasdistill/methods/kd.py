@@ -18,16 +18,15 @@ class KD(DistillationMethod):
 
     Args:
         temperature: Softening temperature, `> 0`.
-        weight: Weight of the term in the total loss.
+        weight: Weight of the term in the total loss (see `DistillationMethod`).
         **kwargs: Passed to `DistillationMethod`'s Layer base (`name`).
     """
 
     def __init__(self, temperature=4.0, weight=0.9, **kwargs):
-        super().__init__(teacher_taps=(LOGITS,), student_taps=(LOGITS,), **kwargs)
+        super().__init__(teacher_taps=(LOGITS,), student_taps=(LOGITS,), weight=weight, **kwargs)
         if temperature <= 0:
             raise ValueError(f"KD temperature must be > 0, got {temperature}.")
         self.temperature = float(temperature)
-        self.weight = float(weight)
 
     def loss_terms(self):
         return ("loss_kd",)
@@ -36,9 +35,9 @@ class KD(DistillationMethod):
         loss = kl_divergence_with_temperature(
             student_outputs[LOGITS], teacher_outputs[LOGITS], self.temperature
         )
-        return {"loss_kd": self.weight * loss}
+        return {"loss_kd": loss}
 
     def get_config(self):
         config = super().get_config()
-        config.update({"temperature": self.temperature, "weight": self.weight})
+        config["temperature"] = self.temperature
         return config

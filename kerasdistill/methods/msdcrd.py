@@ -64,8 +64,8 @@ class MSDCRD(DistillationMethod):
     feature-wise InfoNCE with the teacher vectors `(i, r')` of the other
     regions. No memory buffer: everything is computed within the batch.
 
-    Reported terms: `loss_msd_sw = beta * lambda_sw * L_sw` and
-    `loss_msd_fw = beta * lambda_fw * L_fw`, each summed over taps with
+    Reported terms: `loss_msd_sw = weight * sw_weight * L_sw` and
+    `loss_msd_fw = weight * fw_weight * L_fw`, each summed over taps with
     `tap_weights`. Combine with KD by listing both methods in the Distiller.
     `MSDCRD.every_stage(num_stages)` decouples every stage map.
 
@@ -99,9 +99,10 @@ class MSDCRD(DistillationMethod):
         projection_dim: Output size of the `"linear"` heads.
         temperature: InfoNCE temperature `tau > 0` (0.07: best of 0.07, 0.1,
             0.2, 0.5 in `docs/results.md`).
-        beta: Weight of the method (both terms).
-        lambda_sw: Relative weight of the sample-wise term (0 drops it).
-        lambda_fw: Relative weight of the feature-wise term (0 drops it).
+        weight: Overall weight of the method, both terms (see
+            `DistillationMethod`; 0 computes neither).
+        sw_weight: Weight of the sample-wise term (0 drops it).
+        fw_weight: Weight of the feature-wise term (0 drops it).
         teacher_classifier: The teacher's final Dense layer, with
             `projection="classifier"`; found in the teacher by the Distiller
             when not given.
@@ -115,6 +116,7 @@ class MSDCRD(DistillationMethod):
     min_batch_per_replica = 2
     # Overlapping windows: `MSDCRDVariants`.
     pooling = GRID
+    renamed_arguments = {"beta": "weight", "lambda_sw": "sw_weight", "lambda_fw": "fw_weight"}
 
     def __init__(
         self,
@@ -124,15 +126,15 @@ class MSDCRD(DistillationMethod):
         projection="auto",
         projection_dim=128,
         temperature=0.07,
-        beta=1.0,
-        lambda_sw=1.0,
-        lambda_fw=1.0,
+        weight=1.0,
+        sw_weight=1.0,
+        fw_weight=1.0,
         teacher_classifier=None,
         student_classifier=None,
         **kwargs,
     ):
         taps = (taps,) if isinstance(taps, str) else tuple(taps)
-        super().__init__(teacher_taps=taps, student_taps=taps, **kwargs)
+        super().__init__(teacher_taps=taps, student_taps=taps, weight=weight, **kwargs)
         if not taps:
             raise ValueError("MSDCRD needs at least one tap.")
         tap_weights = (1.0,) * len(taps) if tap_weights is None else tuple(tap_weights)
@@ -143,8 +145,8 @@ class MSDCRD(DistillationMethod):
         check_choice("projection", projection, PROJECTIONS)
         if temperature <= 0:
             raise ValueError(f"MSDCRD temperature must be > 0, got {temperature}.")
-        if min(beta, lambda_sw, lambda_fw, *tap_weights) < 0:
-            raise ValueError("MSDCRD beta, lambda_sw, lambda_fw and tap_weights must be >= 0.")
+        if min(sw_weight, fw_weight, *tap_weights) < 0:
+            raise ValueError("MSDCRD sw_weight, fw_weight and tap_weights must be >= 0.")
         if projection != "classifier" and student_classifier is not None:
             raise ValueError("student_classifier needs projection='classifier'.")
         self.taps = taps
@@ -153,9 +155,8 @@ class MSDCRD(DistillationMethod):
         self.projection = projection
         self.projection_dim = int(projection_dim)
         self.temperature = float(temperature)
-        self.beta = float(beta)
-        self.lambda_sw = float(lambda_sw)
-        self.lambda_fw = float(lambda_fw)
+        self.sw_weight = float(sw_weight)
+        self.fw_weight = float(fw_weight)
         self.teacher_classifier = teacher_classifier
         self.student_classifier = student_classifier
         # Layers given by the caller cannot be serialized; found ones are found again.
@@ -303,20 +304,20 @@ class MSDCRD(DistillationMethod):
         return student, distributed.all_gather(self._project(index, teacher, "teacher"))
 
     def _tap_terms(self, index, tap, teacher_outputs, student_outputs, labels):
-        """The `(L_sw, L_fw)` of one tap; a term whose lambda is 0 is not computed."""
+        """The `(L_sw, L_fw)` of one tap; a term whose weight is 0 is not computed."""
         student, teacher = self._unit_features(
             index, *self._pooled(index, tap, teacher_outputs, student_outputs)
         )
         sw = fw = ops.zeros((), "float32")
-        if self.lambda_sw > 0:
+        if self.sw_weight > 0:
             sw = ops.mean(sample_wise_info_nce(student, teacher, self.temperature))
-        if self.lambda_fw > 0:
+        if self.fw_weight > 0:
             fw = ops.mean(feature_wise_info_nce(student, teacher, self.temperature))
         return sw, fw
 
     def call(self, teacher_outputs, student_outputs, labels=None, sample_indices=None, step=None):
         sw_total = fw_total = ops.zeros((), "float32")
-        if self.beta > 0 and (self.lambda_sw > 0 or self.lambda_fw > 0):
+        if self.weight > 0 and (self.sw_weight > 0 or self.fw_weight > 0):
             for index, (tap, tap_weight) in enumerate(zip(self.taps, self.tap_weights)):
                 if tap_weight == 0:
                     continue
@@ -324,8 +325,8 @@ class MSDCRD(DistillationMethod):
                 sw_total = sw_total + tap_weight * sw
                 fw_total = fw_total + tap_weight * fw
         return {
-            "loss_msd_sw": self.beta * self.lambda_sw * sw_total,
-            "loss_msd_fw": self.beta * self.lambda_fw * fw_total,
+            "loss_msd_sw": self.sw_weight * sw_total,
+            "loss_msd_fw": self.fw_weight * fw_total,
         }
 
     def get_config(self):
@@ -347,9 +348,8 @@ class MSDCRD(DistillationMethod):
                 "projection": self.projection,
                 "projection_dim": self.projection_dim,
                 "temperature": self.temperature,
-                "beta": self.beta,
-                "lambda_sw": self.lambda_sw,
-                "lambda_fw": self.lambda_fw,
+                "sw_weight": self.sw_weight,
+                "fw_weight": self.fw_weight,
             }
         )
         return config

@@ -235,11 +235,11 @@ class MSDCRDVariants(MSDCRD):
         consistent = self._consistent_regions(index, teacher, teacher_outputs, labels)
         student, teacher = self._unit_features(index, student, teacher)
         sw = fw = ops.zeros((), "float32")
-        if self.lambda_sw > 0:
+        if self.sw_weight > 0:
             global_labels = None if labels is None else distributed.all_gather(labels)
             loss = self._sample_wise(student, teacher, global_labels, consistent)
             sw = self._reduce(index, loss, consistent, "sw")
-        if self.lambda_fw > 0:
+        if self.fw_weight > 0:
             loss = feature_wise_info_nce(
                 student, teacher, self.temperature, self._feature_mask(index), self.symmetric
             )

@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kerasdistill import data
+from kerasdistill.data import augment
 
 
 def _write_folder(root, per_class=(3, 2), classes=("cat", "ant"), test_per_class=1, seed=0):
@@ -99,6 +100,28 @@ def test_augmentation_is_a_shifted_padded_crop_possibly_flipped():
         padded[i : i + 32, j : j + 32][:, ::flip] for i in range(9) for j in range(9) for flip in (1, -1)
     ]
     assert min(np.abs(c - got).max() for c in candidates) < 1e-5
+
+
+def test_train_pipeline_epochs_differ_and_a_seed_repeats_them():
+    dataset, _, _ = _constant_dataset(12)
+
+    def two_epochs(pipeline):
+        return [np.concatenate([x["image"].numpy() for x, _ in pipeline]) for _ in range(2)]
+
+    first, second = two_epochs(data.train_pipeline(dataset, batch_size=4, with_index=True, seed=5))
+    assert not np.array_equal(first, second)
+    again = two_epochs(data.train_pipeline(dataset, batch_size=4, with_index=True, seed=5))
+    np.testing.assert_array_equal(again[0], first)
+    np.testing.assert_array_equal(again[1], second)
+
+
+def test_crop_flip_is_a_function_of_its_seed():
+    image = tf.constant(_constant_dataset(1)[1][0], tf.uint8)
+    crops = [augment.random_crop_flip(image, tf.constant([s, 0], tf.int64)) for s in (1, 2, 1)]
+    np.testing.assert_array_equal(crops[0], crops[2])
+    assert crops[0].shape == (32, 32, 3) and crops[0].dtype == tf.uint8
+    assert not all(np.array_equal(augment.random_crop_flip(image, tf.constant([s, 0], tf.int64)),
+                                  crops[0]) for s in range(2, 12))
 
 
 def test_eval_pipeline_only_normalizes():

@@ -27,7 +27,7 @@ def _distill(tmp_path, **overrides):
         ({"momentum": 1.5}, r"--momentum=1.5 .* >= 0 and < 1"),
         ({"weight_decay": -1e-4}, r"--weight_decay=-0.0001"),
         ({"ce_weight": float("inf")}, r"--ce_weight=inf"),
-        ({"method_kwargs": {"dkd": {"beta": 1}}}, r"names method 'dkd', which is not in"),
+        ({"method_kwargs": {"dkd": {"nckd_weight": 1}}}, r"names method 'dkd', which is not in"),
         ({"method_kwargs": {"kd": 4}}, r"must be a JSON object of arguments"),
         ({"mode": "teach"}, r"--mode='teach' is not accepted; expected one of teacher, student"),
         ({"strategy": "tpu"}, r"--strategy='tpu' .* auto, default, mirrored, multi_worker"),
@@ -35,8 +35,9 @@ def _distill(tmp_path, **overrides):
         ({"export": "saved_model,onnx"}, r"--export='onnx' .* saved_model, keras, tflite"),
         ({"optimizer": "lamb"}, r"--optimizer='lamb' is not accepted; expected one of sgd, adamw"),
         ({"label_smoothing": 1.0}, r"--label_smoothing=1.0 .* >= 0 and < 1"),
-        ({"warmup_epochs": 2}, r"--warmup_epochs=2 needs --lr_schedule=cosine"),
-        ({"lr_schedule": "cosine", "epochs": 4, "warmup_epochs": 4}, r"--warmup_epochs=4 .* < 4"),
+        ({"lr_warmup_epochs": 2}, r"--lr_warmup_epochs=2 needs --lr_schedule=cosine"),
+        ({"lr_schedule": "cosine", "epochs": 4, "lr_warmup_epochs": 4},
+         r"--lr_warmup_epochs=4 .* < 4"),
         ({"teacher_weights": ""}, r"needs --teacher_weights"),
         ({"teacher_weights": "/no/such/file.keras"}, r"'/no/such/file.keras': no such file"),
         ({"student": ""}, r"^--mode=distill needs --student \(a zoo name, "
@@ -137,6 +138,21 @@ def test_each_method_checks_its_own_arguments_once(tmp_path, method_kwargs, mess
     config = _distill(tmp_path, method_kwargs=method_kwargs)
     config.validate()  # Names only: the arguments are the method's to check.
     with pytest.raises(UsageError, match=message):
+        runner.build_methods(config, _TrainLabels(), steps_per_epoch=10)
+
+
+@pytest.mark.parametrize(
+    "method, former, name",
+    [("msdcrd", "lambda_sw", "sw_weight"), ("msdcrd", "beta", "weight"),
+     ("dkd", "alpha", "tckd_weight"), ("dkd", "beta", "nckd_weight")],
+)
+def test_a_former_argument_name_names_its_replacement(tmp_path, method, former, name):
+    from experiments import runner
+
+    config = _distill(tmp_path, method=method, method_kwargs={method: {former: 1.0}})
+    config.validate()
+    with pytest.raises(UsageError, match=rf"^--method_kwargs {method} .*unexpected argument "
+                                         rf"'{former}'; did you mean '{name}'\?"):
         runner.build_methods(config, _TrainLabels(), steps_per_epoch=10)
 
 

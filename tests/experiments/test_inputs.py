@@ -10,7 +10,7 @@ from experiments.errors import UsageError
 from experiments.teacher import load_teacher
 from kerasdistill import models
 from tests.conftest import FIXTURES, require
-from tests.experiments.conftest import tiny_config, write_image_folder
+from tests.experiments.conftest import small_cnn, tiny_config, write_image_folder
 
 CIFAR = (32, 32, 3)
 
@@ -81,6 +81,33 @@ def test_skip_corrupt_images_trains_on_the_rest(corrupt_folder, tmp_path):
     config = tiny_config(corrupt_folder, tmp_path / "out", skip_corrupt_images=True, epochs=1,
                          steps_per_epoch=1)
     assert runner.run(config)["num_train"] == 23
+
+
+@pytest.fixture
+def corrupt_imagenet_folder(tmp_path):
+    """An ImageNet-layout folder (`train/<wnid>/`, `val/<wnid>/`) with one corrupt JPEG."""
+    root = write_image_folder(tmp_path / "ilsvrc", per_class=(("train", 3), ("val", 1)),
+                              classes=("n01440764", "n01443537"))
+    (root / "train" / "n01443537" / "2.JPEG").write_bytes(b"\xff\xd8 truncated JPEG")
+    return root
+
+
+def test_corrupt_image_of_an_imagenet_folder_is_named(corrupt_imagenet_folder, tmp_path):
+    config = tiny_config(corrupt_imagenet_folder, tmp_path / "out", input_pipeline="imagenet")
+    with pytest.raises(UsageError, match=r"^--dataset='.*ilsvrc' holds 1 image\(s\) that cannot be "
+                       r"decoded, first .*train/n01443537/2.JPEG; .* --skip_corrupt_images\.$"):
+        runner.run(config)
+    assert not (tmp_path / "out" / "history.csv").exists()
+
+
+def test_skip_corrupt_images_trains_on_the_rest_of_an_imagenet_folder(corrupt_imagenet_folder,
+                                                                      tmp_path):
+    student = tmp_path / "open_size_cnn.keras"  # Cheaper at 224x224 than the zoo's models.
+    small_cnn(input_shape=(None, None, 3)).save(student)
+    config = tiny_config(corrupt_imagenet_folder, tmp_path / "out", input_pipeline="imagenet",
+                         student=str(student), skip_corrupt_images=True, epochs=1,
+                         steps_per_epoch=1, batch_size=2)
+    assert runner.run(config)["num_train"] == 6
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,59 @@ def test_methods_declare_their_batch_contract(name):
     assert method.uses_sample_indices == (name == "crd")
 
 
+DEFAULT_WEIGHTS = {"kd": 0.9, "fitnet": 100.0, "at": 1000.0, "crd": 0.8, "dkd": 1.0, "msdcrd": 1.0}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_method_has_one_overall_weight_kept_in_its_config(name):
+    method = _method(name)
+    assert inspect.signature(type(method).__init__).parameters["weight"].default == (
+        DEFAULT_WEIGHTS[name]
+    )
+    assert method.weight == DEFAULT_WEIGHTS[name]
+    kwargs = {"crd": {"train_labels": np.arange(20) % 4}}.get(name, {})
+    weighted = methods.get(name, weight=2.5, **kwargs)
+    config = weighted.get_config()
+    assert config["weight"] == 2.5
+    assert type(weighted).from_config(config).weight == 2.5
+    for bad in (-1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match=r"weight must be a finite number >= 0"):
+            methods.get(name, weight=bad, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["kd", "dkd"])
+def test_the_overall_weight_multiplies_every_term_once(name):
+    rng = np.random.default_rng(0)
+    teacher = {"logits": rng.normal(size=(4, 5)).astype("float32")}
+    student = {"logits": rng.normal(size=(4, 5)).astype("float32")}
+    labels = np.array([0, 1, 2, 3])
+    one = methods.get(name, weight=1.0)(teacher, student, labels=labels)
+    three = methods.get(name, weight=3.0)(teacher, student, labels=labels)
+    assert set(one) == set(three) == set(methods.get(name).loss_terms())
+    for term in one:
+        assert float(one[term]) > 0
+        np.testing.assert_allclose(float(three[term]), 3.0 * float(one[term]), rtol=1e-6)
+
+
+def test_weight_applies_to_methods_that_do_not_declare_it():
+    class Plain(DistillationMethod):
+        def __init__(self, **kwargs):
+            super().__init__(teacher_taps=("logits",), student_taps=("logits",), **kwargs)
+
+        def loss_terms(self):
+            return ("loss_plain",)
+
+        def call(self, teacher_outputs, student_outputs, labels=None, sample_indices=None,
+                 step=None):
+            return {"loss_plain": keras.ops.mean(student_outputs["logits"])}
+
+    ones = {"logits": np.ones((2, 3), "float32")}
+    assert float(Plain(weight=0.25)(ones, ones)["loss_plain"]) == 0.25
+    assert Plain(weight=0.25).get_config()["weight"] == 0.25
+    with pytest.raises(TypeError, match="unexpected argument 'wieght'; did you mean 'weight'"):
+        Plain(wieght=0.25)
+
+
 def test_in_batch_contrastive_has_no_negative_in_a_batch_of_one():
     method = methods.get("msdcrd", projection="none")
     shape = (1, 4, 4, 8)

@@ -16,7 +16,7 @@ def _softmax(x):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _numpy_dkd(student, teacher, labels, alpha=1.0, beta=8.0, temperature=4.0):
+def _numpy_dkd(student, teacher, labels, tckd_weight=1.0, nckd_weight=8.0, temperature=4.0):
     """mdistiller's dkd_loss, written with explicit target / non-target probabilities."""
     s = student.astype("float64") / temperature
     t = teacher.astype("float64") / temperature
@@ -30,7 +30,7 @@ def _numpy_dkd(student, teacher, labels, alpha=1.0, beta=8.0, temperature=4.0):
     q_s = _softmax(s[keep].reshape(len(labels), -1))
     q_t = _softmax(t[keep].reshape(len(labels), -1))
     nckd = np.sum(q_t * (np.log(q_t) - np.log(q_s))) / len(labels) * temperature**2
-    return alpha * tckd, beta * nckd
+    return tckd_weight * tckd, nckd_weight * nckd
 
 
 LABELS = np.array([0, 5, 2, 2])
@@ -45,13 +45,20 @@ def test_terms_match_numpy():
     np.testing.assert_allclose(float(out["loss_nckd"]), nckd, rtol=1e-5)
 
 
-def test_alpha_beta_temperature_and_column_labels():
+def test_term_weights_overall_weight_temperature_and_column_labels():
     student, teacher = _logits(2), _logits(3)
-    method = DKD(alpha=0.5, beta=2.0, temperature=2.0)
+    method = DKD(tckd_weight=0.5, nckd_weight=2.0, temperature=2.0, weight=3.0)
     out = method({"logits": teacher}, {"logits": student}, LABELS.reshape(-1, 1))
     tckd, nckd = _numpy_dkd(student, teacher, LABELS, 0.5, 2.0, 2.0)
-    np.testing.assert_allclose(float(out["loss_tckd"]), tckd, rtol=1e-5)
-    np.testing.assert_allclose(float(out["loss_nckd"]), nckd, rtol=1e-5)
+    np.testing.assert_allclose(float(out["loss_tckd"]), 3.0 * tckd, rtol=1e-5)
+    np.testing.assert_allclose(float(out["loss_nckd"]), 3.0 * nckd, rtol=1e-5)
+
+
+def test_former_argument_names_are_refused_naming_the_new_ones():
+    with pytest.raises(TypeError, match="unexpected argument 'alpha'; did you mean 'tckd_weight'"):
+        DKD(alpha=1.0)
+    with pytest.raises(TypeError, match="unexpected argument 'beta'; did you mean 'nckd_weight'"):
+        methods.get("dkd", beta=8.0)
 
 
 @pytest.mark.parametrize("step, factor", [(0, 0.0), (25, 0.25), (100, 1.0), (1000, 1.0)])
@@ -104,9 +111,12 @@ def test_float16_and_confident_logits_give_finite_float32_terms():
 
 
 def test_config_round_trip():
-    method = methods.get("dkd", alpha=2.0, beta=4.0, temperature=3.0, warmup_steps=50)
+    method = methods.get(
+        "dkd", tckd_weight=2.0, nckd_weight=4.0, temperature=3.0, warmup_steps=50, weight=0.5
+    )
     revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(method))
     assert isinstance(revived, DKD) and revived.get_config() == method.get_config()
+    assert (revived.tckd_weight, revived.nckd_weight, revived.weight) == (2.0, 4.0, 0.5)
 
 
 def test_bad_inputs_raise():

@@ -127,7 +127,7 @@ def test_terms_are_weighted_ops_losses():
     teacher = _maps((6, 8, 8, 16), 2)
     student = teacher + 0.3 * _maps((6, 8, 8, 16), 3)
     method = _built(
-        MSDCRD(projection="none", beta=2.0, lambda_sw=0.25, lambda_fw=0.5),
+        MSDCRD(projection="none", weight=2.0, sw_weight=0.25, fw_weight=0.5),
         (6, 8, 8, 16),
         (6, 8, 8, 16),
     )
@@ -140,11 +140,11 @@ def test_terms_are_weighted_ops_losses():
 def test_zero_weights_skip_terms():
     shape = (6, 4, 4, 8)
     teacher, student = _maps(shape, 4), _maps(shape, 5)
-    no_fw = _terms(_built(MSDCRD(projection="none", lambda_fw=0.0), shape, shape), teacher, student)
+    no_fw = _terms(_built(MSDCRD(projection="none", fw_weight=0.0), shape, shape), teacher, student)
     assert no_fw["loss_msd_fw"] == 0.0 and no_fw["loss_msd_sw"] > 0
-    no_sw = _terms(_built(MSDCRD(projection="none", lambda_sw=0.0), shape, shape), teacher, student)
+    no_sw = _terms(_built(MSDCRD(projection="none", sw_weight=0.0), shape, shape), teacher, student)
     assert no_sw["loss_msd_sw"] == 0.0 and no_sw["loss_msd_fw"] > 0
-    off = _terms(_built(MSDCRD(projection="none", beta=0.0), shape, shape), teacher, student)
+    off = _terms(_built(MSDCRD(projection="none", weight=0.0), shape, shape), teacher, student)
     assert off == {"loss_msd_sw": 0.0, "loss_msd_fw": 0.0}
 
 
@@ -291,7 +291,8 @@ def test_classifier_projection_uses_the_given_layers():
         ({"pooling": "pyramid"}, "pooling must be one of"),
         ({"temperature": 0.0}, "temperature must be > 0"),
         ({"tap_weights": (1.0, 2.0)}, "2 tap_weights for 1 taps"),
-        ({"beta": -1.0}, ">= 0"),
+        ({"weight": -1.0}, "weight must be a finite number >= 0"),
+        ({"sw_weight": -1.0}, "sw_weight, fw_weight and tap_weights must be >= 0"),
         ({"feature_negatives": "none"}, "feature_negatives must be one of"),
         ({"same_class_pairs": "ignore"}, "same_class_pairs must be one of"),
         ({"region_categorization": "drop"}, "region_categorization must be one of"),
@@ -418,8 +419,8 @@ def test_config_round_trip():
         same_class_pairs="exclude",
         feature_negatives="same_scale",
         region_weighting="per_scale",
-        beta=0.8,
-        lambda_fw=0.5,
+        weight=0.8,
+        fw_weight=0.5,
         name="msd",
     )
     config = method.get_config()

@@ -1,0 +1,54 @@
+"""The import reading of layering_check.py (`bazel test //bazel:layering_check_test`)."""
+
+import layering_check
+
+
+def _offending(path, source, allowed, tmp_path, monkeypatch):
+    """The offending statements of `source` at `path`, relative as in a genrule's $(SRCS)."""
+    monkeypatch.chdir(tmp_path)
+    file = tmp_path / path
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(source)
+    found = layering_check.offending_imports([path], [f"kerasdistill.{a}" for a in allowed])
+    return [line.split(": ", 1)[1] for line in found]
+
+
+def test_module_names():
+    assert layering_check.module_name("kerasdistill/ops/losses.py") == "kerasdistill.ops.losses"
+    assert layering_check.module_name("kerasdistill/ops/__init__.py") == "kerasdistill.ops"
+
+
+def test_own_room_deps_and_other_libraries_pass(tmp_path, monkeypatch):
+    source = (
+        "import keras\nfrom keras import ops\nimport kerasdistill.ops.losses\n"
+        "from kerasdistill import batch_keys\nfrom kerasdistill.models.taps import tap_model\n"
+        "from kerasdistill.models import taps\nfrom . import kd\nfrom .base import Method\n"
+    )
+    allowed = ["methods", "ops", "batch_keys", "models.taps"]  # "methods": the room's __init__.py
+    assert _offending("kerasdistill/methods/x.py", source, allowed, tmp_path, monkeypatch) == []
+
+
+def test_imports_outside_the_deps_fail(tmp_path, monkeypatch):
+    source = (
+        "import kerasdistill\nimport kerasdistill.distiller\n"
+        "from kerasdistill import training\nfrom kerasdistill.models import registry\n"
+        "from ..models.graph import x\nfrom .. import data\n"
+    )
+    found = _offending("kerasdistill/methods/x.py", source, ["models.taps"], tmp_path, monkeypatch)
+    assert found == [
+        "import kerasdistill",
+        "import kerasdistill.distiller",
+        "from kerasdistill import training",
+        "from kerasdistill.models import registry",
+        "from ..models.graph import x",
+        "from .. import data",
+    ]
+
+
+def test_table_matches_allowed_of_the_layering_test(tmp_path):
+    test_file = tmp_path / "test_layering.py"
+    test_file.write_text('ALLOWED = {\n    "ops": (),\n    "training": ("ops",),\n}\n')
+    check = ["table", "--room=ops=", "--room=training=ops", str(test_file)]
+    assert layering_check.main(check) == 0
+    assert layering_check.main(["table", "--room=ops=", "--room=training=", str(test_file)]) == 1
+    assert layering_check.main(check[:-1] + ["--room=data=", str(test_file)]) == 1
