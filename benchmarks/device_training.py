@@ -11,7 +11,7 @@ uint8 arrays. Each step:
 1. gathers the batch by index from the device-resident images and labels;
 2. augments it as the reference CIFAR recipe does, per example: zero-pad 4,
    random 32x32 crop, random horizontal flip, then normalization
-   (`kerasdistill.ops.augment_ops`, in `keras.ops`);
+   (`device_augment.py`, in `keras.ops`);
 3. runs Keras's own `train_step` of the model.
 
 On JAX the three are one `jax.jit`-compiled function whose model state is
@@ -42,8 +42,9 @@ from keras import ops
 import kerasdistill
 from kerasdistill import methods
 from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY
-from kerasdistill.ops import augment_ops
 from kerasdistill.training import TorchSGD
+
+import device_augment
 
 # Per-channel statistics of CIFAR-100's training images, as in
 # kerasdistill/data/datasets.py (CIFAR_STATS), which imports TensorFlow.
@@ -265,8 +266,8 @@ class DeviceTrainer:
     def _batch(self, images, labels, indices):
         """The augmented, normalized batch `(x, y)` of the dataset indices `indices`."""
         batch = ops.take(images, indices, axis=0)
-        batch = augment_ops.random_crop_flip(batch, self._seed_generator, padding=PADDING)
-        batch = augment_ops.normalize(batch, self._mean, self._std)
+        batch = device_augment.random_crop_flip(batch, self._seed_generator, padding=PADDING)
+        batch = device_augment.normalize(batch, self._mean, self._std)
         x = {IMAGE_KEY: batch, INDEX_KEY: indices} if self._with_index else batch
         return x, ops.take(labels, indices, axis=0)
 
@@ -410,7 +411,7 @@ class Evaluator:
             template, mean, std = model, self._mean, self._std
 
             def predict(trainable, non_trainable, images):
-                x = augment_ops.normalize(images, mean, std)
+                x = device_augment.normalize(images, mean, std)
                 logits, _ = template.stateless_call(trainable, non_trainable, x, training=False)
                 return ops.argmax(logits, axis=-1)
 
@@ -437,7 +438,7 @@ class Evaluator:
 
             with torch.no_grad():
                 for batch in self._batches:
-                    x = augment_ops.normalize(batch, self._mean, self._std)
+                    x = device_augment.normalize(batch, self._mean, self._std)
                     logits = model(x, training=False)
                     predictions.append(ops.convert_to_numpy(ops.argmax(logits, axis=-1)))
         predictions = np.concatenate(predictions)[: len(self._labels)]

@@ -17,7 +17,7 @@ What one step does, all inside one `jax.jit`-compiled function:
    arrays of an `.npz` file given by `--data`);
 2. augments it as the reference CIFAR recipe does, per example: zero-pad 4,
    random 32x32 crop, random horizontal flip, then normalization
-   (`kerasdistill.ops.augment_ops`, in `keras.ops`);
+   (`device_augment.py`, in `keras.ops`);
 3. runs Keras's own JAX `train_step` of the `Distiller` (teacher forward,
    student forward and backward, the methods' losses, the `TorchSGD` update
    with the reference step-decay schedule).

@@ -192,7 +192,11 @@ def summarize(accuracies):
 
 
 def verdict(row, base):
-    """'+' / '-' when `row` differs from `base` beyond twice the larger std, else ''."""
+    """"better" / "worse" when `row` differs from `base` beyond twice the larger std.
+
+    Returns:
+        "better", "worse", "within noise", or "n/a" when either has fewer than 2 seeds.
+    """
     (mean, std, n), (base_mean, base_std, base_n) = row, base
     if n < 2 or base_n < 2:
         return "n/a"

@@ -127,10 +127,6 @@ MSDCRD_RECIPE = {
     "method_kwargs": {"kd": {"weight": 1.0, "temperature": 4.0}, "msdcrd": {}},
     "source": "this library's reading of arXiv 2502.05835; defaults from docs/results.md",
 }
-# Per-student additions to the msdcrd kwargs above. MobileNetV2's last map
-# (feat_last) is 2x2, which the default grid scales (1, 2, 4) cannot divide, so
-# the Distiller would refuse to build; scales (1, 2) keep the file runnable.
-MSDCRD_STUDENT_KWARGS = {"MobileNetV2": {"scales": [1, 2]}}
 
 
 def recipe(method, teacher, student):
@@ -167,7 +163,6 @@ def recipe(method, teacher, student):
     if method == "msdcrd":
         r = MSDCRD_RECIPE
         kwargs = {name: dict(args) for name, args in r["method_kwargs"].items()}
-        kwargs["msdcrd"].update(MSDCRD_STUDENT_KWARGS.get(student, {}))
         return r["method"], r["ce_weight"], kwargs, r["source"]
     raise ValueError(f"Unknown method {method!r}.")
 

@@ -1,4 +1,7 @@
-"""Pure `keras.ops` building blocks shared by distillation methods."""
+"""Building blocks of the distillation methods, in `keras.ops`.
+
+On the TensorFlow backend `distributed` and `state` also call TensorFlow.
+"""
 
 from kerasdistill.ops.losses import kl_divergence_with_temperature, sparse_cross_entropy
 

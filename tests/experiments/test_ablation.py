@@ -8,6 +8,7 @@ from absl.testing import flagsaver
 
 from experiments import ablation, runner
 from experiments import config as run_config
+from kerasdistill import methods
 
 
 def test_verdict_counts_a_difference_only_beyond_twice_the_larger_std():
@@ -78,7 +79,14 @@ def test_every_row_builds_its_methods_with_the_options_it_names(row, tmp_path):
     )
     run_config.check_values(config)
     run_config.check_names(config)
-    [method] = runner.build_methods(config, _TrainLabels(), steps_per_epoch=10)
-    options = spec.get("msdcrd", {})
+    steps_per_epoch = 120
+    [method] = runner.build_methods(config, _TrainLabels(), steps_per_epoch=steps_per_epoch)
+    assert type(method) is methods.method_class(spec["method"])
+    assert float(args["ce_weight"]) == spec.get("ce_weight", 1.0)
+    options = dict(spec.get("msdcrd", spec.get("kwargs", {}).get(spec["method"], {})))
+    if "warmup_epochs" in options:  # DKD takes its warm-up in epochs, keeps it in steps.
+        options["warmup_steps"] = int(options.pop("warmup_epochs") * steps_per_epoch)
     built = json.loads(json.dumps({key: method.get_config()[key] for key in options}))
     assert built == options
+    if spec["method"] == "dkd":
+        assert built["warmup_steps"] == 10  # 1/12 of a 120-step epoch.

@@ -1,4 +1,7 @@
-"""Batched, on-device CIFAR augmentation in `keras.ops`: pad-crop, flip, normalize.
+"""Batched, on-device CIFAR augmentation in `keras.ops` for the device benchmarks.
+
+The GPU machine of `gpu_study.py` has no TensorFlow, so its batches are
+augmented on the device: pad-crop, flip, normalize.
 
 The same transform as `kerasdistill.data.augment` (zero padding, a random crop
 back to the input size, a random horizontal flip, per-channel normalization),
