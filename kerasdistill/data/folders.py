@@ -14,6 +14,8 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 class DatasetUnavailableError(RuntimeError):
     """Raised when a dataset is neither prepared locally nor obtainable."""
+# Where archives are extracted and image-folder checks are remembered.
+DEFAULT_CACHE_DIR = pathlib.Path.home() / ".cache" / "kerasdistill"
 
 
 def extract_archive(archive, cache_dir=None):
@@ -30,7 +32,7 @@ def extract_archive(archive, cache_dir=None):
         DatasetUnavailableError: When the archive holds no or several `train/` folders.
     """
     archive = pathlib.Path(archive)
-    cache_dir = cache_dir or pathlib.Path.home() / ".cache" / "kerasdistill"
+    cache_dir = cache_dir or DEFAULT_CACHE_DIR
     target = pathlib.Path(cache_dir) / archive.name.split(".")[0]
     marker = target / ".extracted"
     if not marker.exists():

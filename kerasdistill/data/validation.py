@@ -6,6 +6,8 @@ Both folder layouts are checked alike: `train/` and `test/`
 are the ones the loaders read (`folders.list_split`).
 """
 
+import hashlib
+import json
 import os
 import pathlib
 import shutil
@@ -14,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdistill.data.datasets import FOLDER_SPLITS
-from kerasdistill.data.folders import list_split
+from kerasdistill.data.folders import DEFAULT_CACHE_DIR, list_split
 
 
 def _files(root, split):
@@ -49,13 +51,53 @@ def undecodable_images(paths):
     return [p for p, ok in zip(paths, good) if not ok]
 
 
-def check_image_folder(root, splits=FOLDER_SPLITS):
+def _listing_digest(paths):
+    """A digest of the files' paths, sizes and modification times."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def undecodable_images_cached(paths, cache_dir=DEFAULT_CACHE_DIR):
+    """`undecodable_images(paths)`, remembered for files that did not change.
+
+    Decoding every image of a large folder takes minutes (ImageNet's 1.28M
+    photos), so the result is stored under `cache_dir/image_checks/`, keyed
+    by each file's path, size and modification time: a later run or a resume
+    on the same files reads it back; any added, removed or rewritten file
+    makes a new check.
+
+    Args:
+        paths: Image file paths.
+        cache_dir: The cache folder, or `None` to always decode.
+
+    Returns:
+        The list of bad paths, in input order.
+    """
+    if cache_dir is None:
+        return undecodable_images(paths)
+    record = pathlib.Path(cache_dir) / "image_checks" / f"{_listing_digest(paths)}.json"
+    if record.is_file():
+        return json.loads(record.read_text())["undecodable"]
+    bad = undecodable_images(paths)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    scratch = record.with_suffix(f".{os.getpid()}.tmp")
+    scratch.write_text(json.dumps({"files": len(paths), "undecodable": bad}))
+    os.replace(scratch, record)
+    return bad
+
+
+def check_image_folder(root, splits=FOLDER_SPLITS, cache_dir=DEFAULT_CACHE_DIR):
     """Checks an image-folder dataset laid out as `<split>/<class>/*` for both `splits`.
 
     Args:
         root: The dataset folder.
         splits: Its training and evaluation split folders: `("train", "test")`
             (default) or ImageNet's `("train", "val")`.
+        cache_dir: Where the decode check of unchanged files is remembered
+            (see `undecodable_images_cached`); `None` decodes every time.
 
     Returns:
         The list of image files that cannot be decoded (empty when all can).
@@ -74,7 +116,7 @@ def check_image_folder(root, splits=FOLDER_SPLITS):
             f"Class folder(s) {', '.join(unknown)} of {root / eval_split} have no training "
             f"images in {root / train_split}; every {eval_split} class must be a training class."
         )
-    return undecodable_images(train_files + eval_files)
+    return undecodable_images_cached(train_files + eval_files, cache_dir)
 
 
 def without_files(root, excluded, target, splits=FOLDER_SPLITS):
