@@ -1,9 +1,13 @@
 """Every package of the library imports only the layers below it (read from the source)."""
 
-import ast
 import pathlib
+import sys
 
 import kerasdistill
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "bazel"))
+import layering_check  # noqa: E402
 
 PACKAGE = pathlib.Path(kerasdistill.__file__).parent
 
@@ -31,33 +35,33 @@ def _room(path):
     return relative.parts[0]
 
 
-def _imports(path):
-    """Modules `path` imports; `from kerasdistill import x` counts as `kerasdistill.x`."""
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module == "kerasdistill":
-            yield from (f"kerasdistill.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            yield node.module
+def _room_files():
+    """Room -> its source files; the package's front door (`kerasdistill/__init__.py`) is none."""
+    rooms = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path != PACKAGE / "__init__.py":
+            rooms.setdefault(_room(path), []).append(path)
+    return rooms
 
 
 def test_every_room_of_the_library_is_listed():
-    rooms = {_room(p) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE}
-    assert rooms == set(ALLOWED)
+    assert set(_room_files()) == set(ALLOWED)
 
 
 def test_no_room_imports_a_room_above_it():
+    # The reader Bazel's build-time check uses (bazel/layering_check.py): `from M import n`
+    # counts as importing the module `M.n` or `M`, relative imports are resolved.
     offending = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path.parent == PACKAGE and path.name == "__init__.py":
-            continue  # The package's front door imports the rooms it exposes.
-        room = _room(path)
-        for module in _imports(path):
-            if not module.startswith("kerasdistill"):
-                continue
-            target = module[len("kerasdistill."):] if module != "kerasdistill" else ""
-            allowed = (room, *ALLOWED[room])
-            if not any(target == a or target.startswith(a + ".") for a in allowed):
-                offending.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    for room, paths in _room_files().items():
+        allowed = [f"kerasdistill.{a}" for a in ALLOWED[room]]
+        offending += layering_check.offending_imports([str(p) for p in paths], allowed)
     assert offending == []
+
+
+def test_an_upward_import_is_found(tmp_path):
+    ops_file = tmp_path / "kerasdistill" / "ops" / "extra.py"
+    ops_file.parent.mkdir(parents=True)
+    ops_file.write_text("from kerasdistill import distiller\nfrom kerasdistill.ops import losses\n")
+    assert layering_check.offending_imports([str(ops_file)], ["kerasdistill.ops"]) == [
+        f"{ops_file}:1: from kerasdistill import distiller"
+    ]
