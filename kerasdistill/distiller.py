@@ -46,9 +46,10 @@ class Distiller(keras.Model):
             (`"kd,msdcrd"`), a config dict, a list of these, or `None` (the
             student alone); see `kerasdistill.methods.get`.
         ce_weight: Weight of the supervised loss `loss_ce` in the total loss.
-        teacher_taps: Optional dict `{tap: layer_name}` naming the layer a tap
-            reads in the teacher (overrides what is found).
-        student_taps: Same for the student.
+        teacher_layers: Optional dict `{tap: layer_name}` naming the teacher
+            layer a tap reads (overrides what is found); each key must be a
+            tap some method reads.
+        student_layers: Same for the student.
         label_smoothing: Label smoothing `e` in `[0, 1)` of the default
             training cross-entropy (evaluation scores plain cross-entropy).
         **kwargs: Passed to `keras.Model` (`name`).
@@ -66,8 +67,8 @@ class Distiller(keras.Model):
         student,
         methods=None,
         ce_weight=1.0,
-        teacher_taps=None,
-        student_taps=None,
+        teacher_layers=None,
+        student_layers=None,
         label_smoothing=0.0,
         **kwargs,
     ):
@@ -81,22 +82,14 @@ class Distiller(keras.Model):
         self.methods = methods
         self.ce_weight = float(ce_weight)
         self.label_smoothing = float(label_smoothing)
-        self.teacher_tap_renames = dict(teacher_taps or {})
-        self.student_tap_renames = dict(student_taps or {})
+        self.teacher_layers = dict(teacher_layers or {})
+        self.student_layers = dict(student_layers or {})
         self.student_loss = None
         self.teacher.trainable = False
 
         self.image_shape = input_checks.shared_image_shape(teacher, student)
-        self._teacher_taps = tap_model(
-            teacher,
-            self._tap_spec(teacher_taps, [t for m in methods for t in m.teacher_taps]),
-            self.image_shape,
-        )
-        self._student_taps = tap_model(
-            student,
-            self._tap_spec(student_taps, [t for m in methods for t in m.student_taps]),
-            self.image_shape,
-        )
+        self._teacher_taps = tap_model(teacher, self._tap_spec("teacher", methods), self.image_shape)
+        self._student_taps = tap_model(student, self._tap_spec("student", methods), self.image_shape)
         input_checks.check_class_counts(
             self._teacher_taps.output[LOGITS], self._student_taps.output[LOGITS]
         )
@@ -137,10 +130,17 @@ class Distiller(keras.Model):
         # Every sub-layer was built above from static shapes.
         self.built = True
 
-    @staticmethod
-    def _tap_spec(renames, taps):
-        renames = renames or {}
-        return {tap: renames.get(tap, tap) for tap in dict.fromkeys(taps)}
+    def _tap_spec(self, role, methods):
+        """`{tap: layer name}` of the taps the methods read from `role`'s model."""
+        taps = dict.fromkeys([LOGITS, *(t for m in methods for t in getattr(m, f"{role}_taps"))])
+        layers = getattr(self, f"{role}_layers")
+        unknown = sorted(set(layers) - set(taps))
+        if unknown:
+            raise ValueError(
+                f"{role}_layers names tap(s) {unknown} that no method reads; the taps read are "
+                f"{sorted(taps)}."
+            )
+        return {tap: layers.get(tap, tap) for tap in taps}
 
     def _log_taps(self):
         for role, tapped in (("teacher", self._teacher_taps), ("student", self._student_taps)):
@@ -387,8 +387,8 @@ class Distiller(keras.Model):
             "methods": [keras.saving.serialize_keras_object(m) for m in self.methods],
             "ce_weight": self.ce_weight,
             "label_smoothing": self.label_smoothing,
-            "teacher_taps": self.teacher_tap_renames,
-            "student_taps": self.student_tap_renames,
+            "teacher_layers": self.teacher_layers,
+            "student_layers": self.student_layers,
         }
 
     @classmethod

@@ -156,7 +156,16 @@ def test_wrong_tap_name_fails_at_construction_listing_valid_names():
     with pytest.raises(ValueError, match=r"Tap 'logits' -> layer 'no_such_layer' not found in model 'resnet8'.*"
                        r"feature maps found: feat_0 \(32x32x16\).*feat_3 \(8x8x64\)"):
         kerasdistill.Distiller(
-            teacher, student, methods.KD(), student_taps={"logits": "no_such_layer"}
+            teacher, student, methods.KD(), student_layers={"logits": "no_such_layer"}
+        )
+
+
+def test_a_layer_for_a_tap_no_method_reads_is_refused():
+    teacher, student = _tiny_pair()
+    with pytest.raises(ValueError, match=r"student_layers names tap\(s\) \['feat_lats'\] that no "
+                       r"method reads; the taps read are \['feat_last', 'logits'\]"):
+        kerasdistill.Distiller(
+            teacher, student, "msdcrd", student_layers={"feat_lats": "layer3_0_relu"}
         )
 
 
