@@ -7,8 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO
+
+# Integration tier: each test runs the benchmark script in a subprocess.
+pytestmark = pytest.mark.slow
 
 SCRIPT = REPO / "benchmarks" / "gpu_throughput.py"
 # Runs the script with every import of TensorFlow (or tfds) failing loudly.

@@ -6,8 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO
+
+# Integration tier: a JAX subprocess.
+pytestmark = pytest.mark.slow
 
 
 def test_data_parallel_on_two_jax_devices_equals_one_device():

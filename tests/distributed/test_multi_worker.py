@@ -5,6 +5,9 @@ import pytest
 
 from tests.distributed.processes import free_ports, run_all
 
+# Integration tier: three processes.
+pytestmark = pytest.mark.slow
+
 TIMEOUT_S = 300
 WORKERS = 2
 # One device vs an all-reduce over two processes: float32 summation order only

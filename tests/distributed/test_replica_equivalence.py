@@ -8,6 +8,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# Integration tier: subprocesses on 1 and 2 logical devices.
+pytestmark = pytest.mark.slow
+
 SCRIPT = REPO / "tests" / "distributed" / "replica_equivalence.py"
 METHOD_SETS = ("kd,msdcrd", "crd,dkd")
 # Float32 summation order differs between one device and an all-reduce; CRD's

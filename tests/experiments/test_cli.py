@@ -10,6 +10,10 @@ import pytest
 
 from tests.conftest import REPO
 
+# Integration tier: each test runs a script in a subprocess (the messages are
+# checked in process by tests/experiments/test_config.py).
+pytestmark = pytest.mark.slow
+
 SCRIPT = REPO / "experiments" / "cifar100.py"
 
 

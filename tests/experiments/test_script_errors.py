@@ -8,6 +8,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# Integration tier: each test runs a script in a subprocess.
+pytestmark = pytest.mark.slow
+
 
 def _run(script, *args):
     return subprocess.run(
