@@ -8,7 +8,7 @@ measured in one run, of every `(backend, configuration)` entry:
 
 - kerasdistill `Distiller` on each backend: the student alone (`none`, cross-entropy),
   `kd` (`0.1 * CE + 0.9 * KD`, T = 4), `kd,msdcrd` (methods given as that string,
-  built with the training labels) and `crd` (`methods.CRD(train_labels=...,
+  built with the training labels) and `crd` (`methods.get("crd", data=...,
   num_negatives=16384)`, index batches `({"image": x, "index": i}, y)`);
 - Keras's own `keras.distillation.Distiller` (TensorFlow backend): `kd` and
   `kd+feature` (feature MSE on `feat_2`), built by the helpers of
@@ -147,8 +147,7 @@ class Worker:
         if config == "none":
             method_list, ce_weight = None, 1.0
         elif config == "crd":
-            method_list = [methods.CRD(train_labels=self.train_labels, num_negatives=16384)]
-            ce_weight = 1.0
+            method_list, ce_weight = [methods.get("crd", data=data, num_negatives=16384)], 1.0
         else:
             method_list, ce_weight = [methods.get(n, data=data) for n in config.split(",")], 0.1
         distiller = kerasdistill.Distiller(teacher, student, method_list, ce_weight=ce_weight)
