@@ -3,7 +3,8 @@ metrics.json.
 
     checkpoint.npz     (trainer.py) with the configuration and the SHA-256 of the model
                        files read, which `check_checkpoint` compares on resumption
-    model.keras        the trained model (the student in distill mode)
+    model.keras        the trained model (the student in distill mode): float32 [0, 255]
+                       images -> logits, its normalization its first layer
     saved_model/       TensorFlow SavedModel of it: float32 [0, 255] images -> logits
     model.tflite, model_int8.tflite   with --export=...,tflite,tflite_int8
     metrics.json       test accuracy, epochs, throughput, the configuration, the models
@@ -61,8 +62,8 @@ def check_checkpoint(config, output_dir, digests):
         )
 
 
-def export(model, output_dir, formats, dataset):
-    """Writes `model` in each of `formats` (see `config.EXPORT_FORMATS`).
+def export(model, output_dir, formats):
+    """Writes `model` ([0, 255] pixels -> logits) in each of `formats` (`config.EXPORT_FORMATS`).
 
     Returns:
         Dict `{format: path}` of what was written.
@@ -79,12 +80,10 @@ def export(model, output_dir, formats, dataset):
         if fmt == "keras":
             model.save(paths[fmt])
         elif fmt == "saved_model":
-            export_lib.export_saved_model(model, paths[fmt], dataset.mean, dataset.std)
+            export_lib.export_saved_model(model, paths[fmt])
         else:
             quantization = "dynamic_int8" if fmt == "tflite_int8" else "none"
-            export_lib.export_tflite(
-                model, paths[fmt], dataset.mean, dataset.std, quantization=quantization
-            )
+            export_lib.export_tflite(model, paths[fmt], quantization=quantization)
     return {fmt: str(paths[fmt]) for fmt in formats}
 
 

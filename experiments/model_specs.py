@@ -10,12 +10,15 @@
 - a path ending in `.keras`: a saved model of any architecture, trained from
   its saved weights.
 
-Every model takes the pipeline's standardized images (`(pixels / 255 - mean) /
-std`). The applications that would otherwise rescale [0, 255] pixels inside
-themselves are built without it: with `include_preprocessing=False` where they
-have that switch (ConvNeXt, EfficientNetV2, MobileNetV3), and EfficientNetB0-B7,
-which always divide by 255, behind a `Rescaling(255)` layer that cancels it.
-A `.keras` file must take standardized images itself; it is moved to the
+Every model is built to take standardized images (`(pixels / 255 - mean) /
+std`), and the run puts it behind the dataset's normalization (`normalizing`),
+so that what it trains and writes takes [0, 255] pixels. The applications that
+would otherwise rescale [0, 255] pixels inside themselves are built without it:
+with `include_preprocessing=False` where they have that switch (ConvNeXt,
+EfficientNetV2, MobileNetV3), and EfficientNetB0-B7, which always divide by 255,
+behind a `Rescaling(255)` layer that cancels it. A `.keras` file takes
+standardized images, or is a run's `model.keras` (its normalization first, then
+the model of standardized images, which is taken out); it is moved to the
 `--mixed_precision` dtype policy (zoo and application models are built in it).
 Each model is checked: one image input that accepts the pipeline's image size,
 and one output of `(batch, classes)` with the dataset's classes.
@@ -125,6 +128,10 @@ def _size(shape):
 def load_keras_file(flag, path):
     """Loads a `.keras` model file (uncompiled), naming the flag in every failure.
 
+    Returns:
+        The model of standardized images: the file's, or, for a run's
+        `model.keras` (`normalizing`'s form), the one behind its normalization.
+
     Raises:
         UsageError: When `path` is not a `.keras` archive or Keras cannot load it.
     """
@@ -138,12 +145,50 @@ def load_keras_file(flag, path):
             "model.save('name.keras'))."
         )
     try:
-        return keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001 - any failure to read the file is the user's file.
         raise UsageError(
             f"--{flag}={str(path)!r} cannot be loaded as a .keras model ({type(error).__name__}: "
             f"{error})."
         ) from error
+    return _without_normalization(model)
+
+
+def normalizing(model, dataset):
+    """`model` behind the normalization of `dataset`: a model of [0, 255] pixels.
+
+    Args:
+        model: A `keras.Model` of standardized images (`build`, `load_teacher`).
+        dataset: The run's `kerasdistill.data.Dataset` (its `mean` and `std`).
+
+    Returns:
+        A functional `keras.Model` named as `model`, whose layers are
+        `kerasdistill.data.normalization_layer(dataset.mean, dataset.std)` and
+        `model` (its own layers, names and variables unchanged).
+    """
+    import keras
+
+    from kerasdistill import data
+
+    images = keras.Input(model.inputs[0].shape[1:], name="images")
+    normalized = data.normalization_layer(dataset.mean, dataset.std)(images)
+    return keras.Model(images, model(normalized), name=model.name)
+
+
+def _without_normalization(model):
+    """The model behind the normalization of a `normalizing` model, else `model` itself."""
+    import keras
+
+    from kerasdistill.data.augment import NORMALIZATION_LAYER
+
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if (
+        len(layers) == 2
+        and layers[0].name == NORMALIZATION_LAYER
+        and isinstance(layers[1], keras.Model)
+    ):
+        return layers[1]
+    return model
 
 
 def check_classifier(model, flag, value, num_classes, image_shape):

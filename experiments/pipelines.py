@@ -5,9 +5,13 @@
 photos through the random-resized crop at 224 (resize 256 and center crop 224
 for evaluation) and scores top-1 and top-5. Everything else of a run asks the
 `Pipeline` that `for_config` returns.
+
+Both yield unnormalized images (pixel values in [0, 255]): the run's models
+normalize them in their first layer (`trainer.build_models`).
 """
 
 import dataclasses
+import functools
 import pathlib
 import sys
 from typing import Callable, Optional
@@ -24,7 +28,7 @@ class Pipeline:
 
     Attributes:
         image_shape: `(height, width, channels)` the models receive.
-        eval_batches: `Dataset -> tf.data` batches of the test split.
+        eval_batches: `Dataset -> tf.data` batches of the test split, unnormalized.
         augment: The training batches' augmentation for `epoch_pipeline`
             (None: `epoch_pipeline`'s own, CIFAR's).
         shuffle_buffer: `epoch_pipeline`'s shuffle buffer.
@@ -53,12 +57,13 @@ def for_config(config):
         from kerasdistill.data.imagenet_augment import random_resized_crop_flip
 
         return Pipeline(
-            image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), eval_batches=data.imagenet_eval_pipeline,
+            image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+            eval_batches=functools.partial(data.imagenet_eval_pipeline, normalize=False),
             augment=random_resized_crop_flip, shuffle_buffer=10_000, top5=True,
             load_folder=load_imagenet_folder, folder_splits=FOLDER_SPLITS,
         )
     return Pipeline(image_shape=(CIFAR_IMAGE_SIZE, CIFAR_IMAGE_SIZE, 3),
-                    eval_batches=data.eval_pipeline)
+                    eval_batches=functools.partial(data.eval_pipeline, normalize=False))
 
 
 def load_dataset(config, output_dir, pipeline=None):

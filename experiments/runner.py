@@ -8,7 +8,8 @@
                        every --checkpoint_every_steps steps, every epoch and on SIGTERM
     history.csv        one row per epoch
     tensorboard/       TensorBoard logs: every loss term, accuracy, learning rate, images/s
-    model.keras        the trained model (the student in distill mode)
+    model.keras        the trained model (the student in distill mode): float32 [0, 255]
+                       images -> logits, its normalization its first layer
     saved_model/       TensorFlow SavedModel of it: float32 [0, 255] images -> logits
     model.tflite, model_int8.tflite   with --export=...,tflite,tflite_int8
     metrics.json       test accuracy, epochs, throughput, the configuration, the models
@@ -83,7 +84,7 @@ def run(config, extra_callbacks=()):
             config, pipeline, models, dataset, steps, start_step, output_dir, extra_callbacks,
             strategy, digests=digests,
         )
-        exported = export(models.trained, output_dir, config.export_formats(), dataset)
+        exported = export(models.trained, output_dir, config.export_formats())
         with strategy.scope():
             scores = trainer.accuracy(config, pipeline, models.trained, dataset)
             metrics.update({f"test_{name}": value for name, value in scores.items()})

@@ -7,8 +7,9 @@
   names only) a PyTorch `.pth` checkpoint;
 - empty, or the `.keras` file itself: any architecture the `.keras` file holds.
 
-Either way the teacher must map the input pipeline's images to the dataset's
-classes (`model_specs.check_classifier`).
+Either way the teacher must map the input pipeline's images, standardized, to
+the dataset's classes (`model_specs.check_classifier`); the run puts it behind
+the dataset's normalization (`model_specs.normalizing`), as the trained model.
 """
 
 import pathlib
@@ -72,7 +73,7 @@ def load_teacher(spec, weights, num_classes, image_shape):
         image_shape: `(height, width, channels)` of the input pipeline's images.
 
     Returns:
-        The teacher `keras.Model`.
+        The teacher `keras.Model` of standardized images.
 
     Raises:
         UsageError: When the file is not a model, not the architecture `spec`

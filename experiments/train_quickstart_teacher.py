@@ -58,6 +58,9 @@ def mini_test_accuracy(model):
 def write_teacher(run_dir, destination, metrics):
     """Writes the run's model without optimizer state, and its accuracies as JSON.
 
+    The file holds the model of standardized images, without the run's
+    normalization layer in front (the runs that read it put it back).
+
     Args:
         run_dir: The run's output directory (holding `model.keras`).
         destination: Path of the `.keras` file to write.

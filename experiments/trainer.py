@@ -118,6 +118,8 @@ def build_models(config, dataset, pipeline, steps):
     """Builds the model to train, then in distill mode loads the teacher and builds the methods.
 
     The order (student, teacher, methods) fixes what the seeded initializers draw.
+    Both models take the pipeline's unnormalized images: each is put behind
+    `model_specs.normalizing` with the dataset's statistics.
     """
     import kerasdistill
     from experiments.teacher import load_teacher
@@ -128,9 +130,12 @@ def build_models(config, dataset, pipeline, steps):
     trained = model_specs.build(role, getattr(config, role), dataset.num_classes, shape)
     if config.sync_batchnorm:
         trained = distribute.synchronized_batchnorm(trained)
+    trained = model_specs.normalizing(trained, dataset)
     if config.mode != "distill":
         return Models(fitted=trained, trained=trained)
-    teacher = load_teacher(config.teacher, config.teacher_weights, dataset.num_classes, shape)
+    teacher = model_specs.normalizing(
+        load_teacher(config.teacher, config.teacher_weights, dataset.num_classes, shape), dataset
+    )
     method_list = build_methods(config, dataset, steps)
     try:
         distiller = kerasdistill.Distiller(
@@ -266,7 +271,7 @@ def train(config, pipeline, models, dataset, steps, start_step, callbacks, check
         batches = epoch_pipeline(
             dataset, config.batch_size, steps, epoch, config.seed,
             skip_batches=skip if epoch == first_epoch else 0, with_index=with_index,
-            augment=pipeline.augment, shuffle_buffer=pipeline.shuffle_buffer,
+            augment=pipeline.augment, shuffle_buffer=pipeline.shuffle_buffer, normalize=False,
         )
         fit(
             batches,
@@ -287,7 +292,7 @@ def train(config, pipeline, models, dataset, steps, start_step, callbacks, check
 
 
 def accuracy(config, pipeline, model, dataset):
-    """Test accuracy of a classifier (normalized images -> logits).
+    """Test accuracy of a classifier ([0, 255] pixels -> logits).
 
     With `--strategy=multi_worker` every worker scores the whole test split
     itself (`evaluate_locally`).

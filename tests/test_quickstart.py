@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from experiments import model_specs
+from experiments.teacher import load_teacher
 from kerasdistill import data
 from tests.conftest import REPO
 from tests.experiments.test_script_errors import _noise
@@ -95,6 +97,22 @@ def test_shipped_teacher_reaches_its_recorded_accuracy():
     assert accuracy == pytest.approx(record["mini_test_accuracy"], abs=0.005)
     assert accuracy == pytest.approx(record["test_accuracy"], abs=0.04)
     assert record["test_accuracy"] >= 0.5  # chance is 0.1
+
+
+def test_shipped_teacher_keeps_its_accuracy_on_pixels_behind_the_runs_normalization():
+    """The run feeds [0, 255] pixels and puts the dataset's normalization before the teacher."""
+    record = json.loads(TEACHER.with_suffix(".json").read_text())
+    dataset = data.load(str(MINI))
+    teacher = load_teacher("resnet20", str(TEACHER), dataset.num_classes, (32, 32, 3))
+    wrapped = model_specs.normalizing(teacher, dataset)
+    pixels = data.eval_pipeline(dataset, normalize=False)
+    images = np.concatenate([x.numpy() for x, _ in pixels])
+    labels = np.concatenate([y.numpy() for _, y in pixels])
+    assert images.dtype == np.uint8 and images.max() > 200  # Not normalized.
+    predictions = np.argmax(wrapped.predict(pixels, verbose=0), -1)
+    assert np.mean(predictions == labels) == pytest.approx(record["mini_test_accuracy"], abs=0.002)
+    standardized = np.argmax(teacher.predict(data.eval_pipeline(dataset), verbose=0), -1)
+    assert np.mean(predictions == standardized) >= 0.998  # Float rounding flips at most 2 of 1000.
 
 
 def test_teacher_script_writes_the_teacher_and_its_accuracies(tiny_cifar10_folder, tmp_path):

@@ -1,5 +1,6 @@
 """Data sources and tf.data pipelines (TensorFlow is required here)."""
 
+from kerasdistill.data.augment import normalization_layer
 from kerasdistill.data.datasets import Dataset, load_cifar, load_image_folder
 from kerasdistill.data.folders import DatasetUnavailableError
 from kerasdistill.data.imagenet import (
@@ -27,6 +28,7 @@ __all__ = [
     "load_image_folder",
     "load_imagenet",
     "load_imagenet_folder",
+    "normalization_layer",
     "top5_accuracy",
     "train_pipeline",
 ]

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasdistill.data.augment import normalization_layer  # noqa: F401 - for `normalize=False`.
 from kerasdistill.data.augment import normalize as normalize_image
 from kerasdistill.data.datasets import Dataset, load_tfds
 from kerasdistill.data.folders import DatasetUnavailableError, folder_of, list_split
@@ -273,31 +274,6 @@ def imagenet_eval_pipeline(
 
     ds = getattr(dataset, split).map(prepare, num_parallel_calls=num_parallel_calls)
     return _with_threads(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), threads)
-
-
-def normalization_layer(mean=IMAGENET_MEAN, std=IMAGENET_STD, name="imagenet_normalization"):
-    """The normalization of the pipelines as a Keras layer, for uint8 input.
-
-    For batches of `imagenet_train_pipeline(..., normalize=False)` and
-    `imagenet_eval_pipeline(..., normalize=False)`: put it first in the
-    models, so that the accelerator normalizes (`x * (1 / (255 std)) -
-    mean / std`, in the layer's compute dtype). The results equal the
-    pipelines' normalized images to within the uint8 rounding (0.5 / 255 / std,
-    under 0.01).
-
-    Args:
-        mean: Per-channel mean over [0, 1] pixels (`dataset.mean`).
-        std: Per-channel standard deviation over [0, 1] pixels (`dataset.std`).
-        name: The layer's name.
-
-    Returns:
-        A `keras.layers.Rescaling` layer.
-    """
-    mean = np.asarray(mean, np.float64)
-    std = np.asarray(std, np.float64)
-    return keras.layers.Rescaling(
-        scale=(1.0 / (255.0 * std)).tolist(), offset=(-mean / std).tolist(), name=name
-    )
 
 
 def top5_accuracy():

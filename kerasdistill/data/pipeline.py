@@ -9,7 +9,8 @@ function of `(seed, epoch)`.
 
 import tensorflow as tf
 
-from kerasdistill.data.augment import normalize, random_crop_flip
+from kerasdistill.data.augment import normalize as normalize_image
+from kerasdistill.data.augment import random_crop_flip
 from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY
 
 
@@ -91,7 +92,7 @@ def augmented_batches(
         index, (image, label) = example
         image = augment(image, example_seed)
         if normalize_images:
-            image = normalize(image, dataset.mean, dataset.std)
+            image = normalize_image(image, dataset.mean, dataset.std)
         if with_index:
             return {IMAGE_KEY: image, INDEX_KEY: index}, label
         return image, label
@@ -110,6 +111,7 @@ def epoch_pipeline(
     with_index=False,
     augment=None,
     shuffle_buffer=50_000,
+    normalize=True,
 ):
     """The training batches of one epoch, a pure function of `(seed, epoch)`.
 
@@ -133,6 +135,9 @@ def epoch_pipeline(
             flip). ImageNet passes its random-resized crop of the encoded
             photo (`kerasdistill.data.imagenet_augment.random_resized_crop_flip`).
         shuffle_buffer: Shuffle buffer size (capped by the split's size).
+        normalize: When False, the images are left as `augment` returns them
+            (pixel values in [0, 255]): the models must start with
+            `normalization_layer(dataset.mean, dataset.std)`.
 
     Returns:
         A `tf.data.Dataset` of `steps_per_epoch - skip_batches` batches.
@@ -155,23 +160,28 @@ def epoch_pipeline(
     ds = ds.take(steps_per_epoch * batch_size).skip(skip_batches * batch_size)
     epoch_seed = tf.constant(epoch_seed, tf.int64)
     ds = ds.map(lambda index, example: ((index, example), tf.stack([epoch_seed, index])))
-    return augmented_batches(ds, dataset, augment or random_crop_flip, batch_size, with_index)
+    return augmented_batches(
+        ds, dataset, augment or random_crop_flip, batch_size, with_index, normalize_images=normalize
+    )
 
 
-def eval_pipeline(dataset, batch_size=256, split="test"):
-    """Normalized evaluation batches without augmentation, in dataset order.
+def eval_pipeline(dataset, batch_size=256, split="test", normalize=True):
+    """Evaluation batches without augmentation, in dataset order, normalized by default.
 
     Args:
         dataset: A `kerasdistill.data.Dataset`.
         batch_size: Batch size.
         split: `"test"` or `"train"`.
+        normalize: When False, the images are the split's own (uint8, not
+            normalized), as `epoch_pipeline(..., normalize=False)`.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)`.
     """
-    source = getattr(dataset, split)
-    ds = source.map(
-        lambda image, label: (normalize(image, dataset.mean, dataset.std), label),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    ds = getattr(dataset, split)
+    if normalize:
+        ds = ds.map(
+            lambda image, label: (normalize_image(image, dataset.mean, dataset.std), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -54,8 +54,13 @@ def _state_variables(model):
     variables = [v for v in model.variables if id(v) not in frozen]
     prefixes = _owner_prefixes(model)
     named, seen = {}, {}
+    inner = getattr(model.optimizer, "inner_optimizer", None)
     for variable in variables + list(model.optimizer.variables):
         owner, _, rest = variable.path.partition("/")
+        if inner is not None and owner == model.optimizer.name and rest.startswith(inner.name + "/"):
+            # The wrapped optimizer's slots are created inside the wrapper's name scope
+            # when it builds them, outside it when it is built directly (at restore).
+            owner, _, rest = rest.partition("/")
         path = f"{prefixes[owner]}/{rest}" if owner in prefixes and rest else variable.path
         seen[path] = seen.get(path, 0) + 1
         named[path + (f"#{seen[path]}" if seen[path] > 1 else "")] = variable

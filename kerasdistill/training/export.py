@@ -8,17 +8,25 @@ import keras
 QUANTIZATIONS = ("none", "dynamic_int8")
 
 
-def serving_model(model, mean, std):
-    """Wraps `model` so that it takes raw pixels in [0, 255] and returns logits.
+def serving_model(model, mean=None, std=None):
+    """The model that maps raw pixels in [0, 255] to logits.
 
     Args:
-        model: A model trained on inputs normalized with `mean` and `std`.
-        mean: Per-channel mean over [0, 1] pixels used in training.
-        std: Per-channel standard deviation over [0, 1] pixels.
+        model: A classifier of [0, 255] pixels (its normalization built in, as
+            `kerasdistill.data.normalization_layer` first), or, with `mean`
+            and `std`, one trained on inputs normalized with them.
+        mean: Per-channel mean over [0, 1] pixels used in training, or None
+            when `model` takes [0, 255] pixels itself.
+        std: Per-channel standard deviation over [0, 1] pixels, or None.
 
     Returns:
-        A functional `keras.Model` with the normalization built in.
+        `model` itself without `mean` and `std`, else a functional
+        `keras.Model` with that normalization in front of it.
     """
+    if (mean is None) != (std is None):
+        raise ValueError("Pass both mean and std (a model of normalized inputs) or neither.")
+    if mean is None:
+        return model
     inputs = keras.Input(model.inputs[0].shape[1:], dtype="float32", name="images")
     x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
     x = keras.layers.Normalization(
@@ -27,7 +35,7 @@ def serving_model(model, mean, std):
     return keras.Model(inputs, model(x), name=f"{model.name}_serving")
 
 
-def export_saved_model(model, path, mean, std):
+def export_saved_model(model, path, mean=None, std=None):
     """Exports a TensorFlow SavedModel that maps raw images to logits.
 
     Both endpoints take a float32 batch of HWC images with pixel values in
@@ -36,10 +44,13 @@ def export_saved_model(model, path, mean, std):
     `{"logits": ...}`.
 
     Args:
-        model: The trained classifier (normalized inputs -> logits).
+        model: The trained classifier: [0, 255] pixels -> logits (as the
+            command line's runs train it), or normalized inputs -> logits
+            with `mean` and `std`.
         path: Output directory.
-        mean: Per-channel training mean over [0, 1] pixels.
-        std: Per-channel training standard deviation over [0, 1] pixels.
+        mean: Per-channel training mean over [0, 1] pixels of a model of
+            normalized inputs (default None: `model` takes pixels).
+        std: Per-channel training standard deviation over [0, 1] pixels, or None.
 
     Returns:
         The serving `keras.Model` that was exported.
@@ -56,17 +67,17 @@ def export_saved_model(model, path, mean, std):
     return wrapped
 
 
-def export_tflite(model, path, mean, std, quantization="none"):
+def export_tflite(model, path, mean=None, std=None, quantization="none"):
     """Exports a TFLite flatbuffer with the SavedModel's input and output.
 
     The model takes a float32 batch of HWC images with pixel values in
     [0, 255] (normalization is built in) and its signature returns `logits`.
 
     Args:
-        model: The trained classifier (normalized inputs -> logits).
+        model: The trained classifier, as `export_saved_model` takes it.
         path: Output file, conventionally `*.tflite`.
-        mean: Per-channel training mean over [0, 1] pixels.
-        std: Per-channel training standard deviation over [0, 1] pixels.
+        mean: As `export_saved_model`'s (None: `model` takes pixels).
+        std: As `export_saved_model`'s.
         quantization: `"none"` (float32 weights) or `"dynamic_int8"` (int8
             weights, activations quantized on the fly; about 4x smaller).
 

@@ -207,7 +207,7 @@ def test_normalize_is_bit_identical_to_broadcasting_the_channels():
 
 def test_normalization_layer_matches_the_pipelines_normalization():
     images = np.random.default_rng(3).integers(0, 256, (2, 8, 8, 3), np.uint8)
-    layer = imagenet.normalization_layer()
+    layer = imagenet.normalization_layer(imagenet.IMAGENET_MEAN, imagenet.IMAGENET_STD)
     expected = augment.normalize(images, imagenet.IMAGENET_MEAN, imagenet.IMAGENET_STD)
     np.testing.assert_allclose(layer(images), expected, atol=1e-5)
     # It round-trips through a saved model's config.
@@ -215,10 +215,25 @@ def test_normalization_layer_matches_the_pipelines_normalization():
     np.testing.assert_allclose(clone(images), expected, atol=1e-5)
 
 
+def test_normalization_layer_computes_in_float32_under_mixed_precision():
+    images = np.random.default_rng(5).integers(0, 256, (2, 8, 8, 3), np.uint8)
+    expected = augment.normalize(images, imagenet.IMAGENET_MEAN, imagenet.IMAGENET_STD)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        layer = imagenet.normalization_layer(imagenet.IMAGENET_MEAN, imagenet.IMAGENET_STD)
+        out = layer(images)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert layer.compute_dtype == "float32" and out.dtype == "float32"
+    np.testing.assert_allclose(out, expected, atol=1e-5)  # float16 would be off by ~1e-3.
+
+
 def _wrap(model, shape):
     """What a caller of `normalize=False` does: normalization first, inside the model."""
     inputs = keras.Input(shape, dtype="uint8")
-    return keras.Model(inputs, model(imagenet.normalization_layer()(inputs)))
+    normalization = imagenet.normalization_layer(imagenet.IMAGENET_MEAN, imagenet.IMAGENET_STD)
+    return keras.Model(inputs, model(normalization(inputs)))
 
 
 def test_distiller_trains_on_uint8_batches_with_models_that_normalize():

@@ -3,6 +3,7 @@ architecture; each refused in one line when it cannot fit the dataset."""
 
 import hashlib
 import json
+import types
 import zipfile
 
 import keras
@@ -113,6 +114,29 @@ def test_keras_file_student_computes_in_the_mixed_precision_policy(tmp_path):
     finally:
         distribute.set_mixed_precision("none")
     assert {layer.compute_dtype for layer in model.layers[1:]} == {"bfloat16"}
+
+
+def test_runs_model_file_is_read_without_its_normalization_and_normalized_again(tmp_path):
+    """A run's model.keras (pixels in) as --student or --teacher_weights: not normalized twice."""
+    stats = types.SimpleNamespace(mean=(0.5,) * 3, std=(0.25,) * 3)
+    inner = small_cnn()
+    path = _saved(model_specs.normalizing(inner, stats), tmp_path / "model.keras")
+    for model in (model_specs.build("student", path, 2, CIFAR), load_teacher("", path, 2, CIFAR)):
+        assert model.name == "small_cnn"
+        assert "pixel_normalization" not in [layer.name for layer in model.layers]
+        np.testing.assert_allclose(model(IMAGES), inner(IMAGES), rtol=1e-5, atol=1e-6)
+    try:
+        distribute.set_mixed_precision("bfloat16")
+        wrapped = model_specs.normalizing(model_specs.build("student", path, 2, CIFAR), stats)
+    finally:
+        distribute.set_mixed_precision("none")
+    assert [layer.name for layer in wrapped.layers] == ["images", "pixel_normalization", "small_cnn"]
+    assert wrapped.get_layer("pixel_normalization").compute_dtype == "float32"
+    assert {layer.compute_dtype for layer in wrapped.layers[2].layers[1:]} == {"bfloat16"}
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, *CIFAR)).astype("float32")
+    np.testing.assert_allclose(
+        wrapped(pixels), inner((pixels / 255 - 0.5) / 0.25), rtol=2e-2, atol=2e-2  # bfloat16.
+    )
 
 
 def test_teacher_file_of_any_architecture_with_empty_or_same_file_teacher(small_cnn_file):

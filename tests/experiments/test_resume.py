@@ -89,6 +89,19 @@ def test_sigterm_saves_a_checkpoint_and_stops_then_resumes_exactly(
     _assert_same_weights(_weights(tmp_path), uninterrupted)
 
 
+def test_a_distill_run_resumes_exactly(tiny_folder, teacher_file, tmp_path):
+    # The Distiller's optimizer is wrapped (non-finite steps are skipped): the wrapped
+    # optimizer's slots and CRD's memory banks restore by name into a fresh process's objects.
+    distill = dict(mode="distill", method="kd,crd", teacher_weights=str(teacher_file),
+                   method_kwargs={"crd": {"num_negatives": 8}}, **RESUMABLE)
+    runner.run(tiny_config(tiny_folder, tmp_path / "whole", **distill))
+    config = tiny_config(tiny_folder, tmp_path / "resumed", **distill)
+    with pytest.raises(RunInterrupted, match=r"Stopped by SIGTERM at step 3"):
+        runner.run(config, [_SignalAtStep(3, signal.SIGTERM)])
+    assert runner.run(config)["epochs_trained_this_session"] == 1
+    _assert_same_weights(_weights(tmp_path / "resumed"), _weights(tmp_path / "whole"))
+
+
 def test_non_finite_loss_stops_naming_step_and_term_and_keeps_last_good_checkpoint(
     tiny_folder, teacher_file, tmp_path
 ):
@@ -146,6 +159,44 @@ def test_epoch_pipeline_is_a_function_of_seed_and_epoch_and_skips_exactly():
     assert not np.array_equal(full[0][0], batches(epoch=3, seed=2)[0][0])
     with pytest.raises(ValueError, match=r"skip_batches must be in \[0, steps_per_epoch=5\)"):
         batches(epoch=0, skip=5)
+    # Unnormalized (what the runs train on): the same batches, before normalization.
+    pixels = epoch_pipeline(dataset, 4, 5, 3, 1, with_index=True, normalize=False)
+    for (x, _), (image, _) in zip(pixels, full):
+        assert x["image"].dtype == tf.uint8
+        np.testing.assert_allclose((x["image"].numpy() / 255.0 - 0.5) / 0.25, image, atol=1e-5)
+
+
+def test_checkpoint_of_a_model_without_its_normalization_restores_into_the_runs_model(tmp_path):
+    """A checkpoint from before the runs' models normalized their input still fits them.
+
+    The normalization layer has no variables and the model behind it keeps its
+    variable paths; it computes what the old model computed on the old inputs.
+    """
+    import types
+
+    from experiments import model_specs
+    from kerasdistill import models
+    from kerasdistill.training import TorchSGD
+
+    def compiled(model):
+        model.compile(optimizer=TorchSGD(0.1, momentum=0.9), loss="mse")
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    keras.utils.set_random_seed(0)
+    old = compiled(models.get("resnet8", num_classes=2))
+    old.optimizer.momentums[0].assign(old.optimizer.momentums[0] + 1.0)
+    checkpointing.save(tmp_path / "old.npz", old, {"step": 7, "epoch": 2, "batch": 1})
+    stats = types.SimpleNamespace(mean=(0.5,) * 3, std=(0.25,) * 3)
+    new = compiled(model_specs.normalizing(models.get("resnet8", num_classes=2), stats))
+    assert checkpointing.restore(tmp_path / "old.npz", new)["step"] == 7
+    _assert_same_weights(new.get_weights(), old.get_weights())
+    np.testing.assert_array_equal(new.optimizer.momentums[0], old.optimizer.momentums[0])
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        new.predict(pixels, verbose=0), old.predict((pixels / 255 - 0.5) / 0.25, verbose=0),
+        rtol=1e-4, atol=1e-5,
+    )
 
 
 @pytest.mark.slow

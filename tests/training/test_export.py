@@ -53,6 +53,24 @@ def test_saved_model_gives_the_in_memory_logits_under_the_name_logits(tmp_path):
     np.testing.assert_allclose(loaded.serve(pixels).numpy(), served, rtol=1e-6, atol=1e-6)
 
 
+def test_model_that_normalizes_itself_is_exported_as_it_is(tmp_path):
+    inner = models.get("resnet8", num_classes=7)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, inner(data.normalization_layer(MEAN, STD)(inputs)))
+    assert export_saved_model(model, tmp_path / "sm") is model
+    pixels = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    expected = inner((pixels / 255.0 - np.array(MEAN)) / np.array(STD), training=False).numpy()
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    served = loaded.serve(pixels).numpy()
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mean_without_std_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="both mean and std"):
+        export_saved_model(models.get("resnet8", num_classes=3), tmp_path / "sm", MEAN)
+    assert not (tmp_path / "sm").exists()
+
+
 def test_float_tflite_agrees_with_the_saved_model_on_real_images(exported):
     out, sizes, pixels, _ = exported
     path = out / "none.tflite"
