@@ -54,6 +54,7 @@ def test_deterministic_runs_give_identical_weights(tiny_folder, tmp_path, uninte
     _assert_same_weights(_weights(tmp_path), uninterrupted)
 
 
+@pytest.mark.slow  # A run killed in a subprocess.
 def test_sigkill_mid_epoch_then_restart_ends_with_the_same_weights(
     tiny_folder, tmp_path, uninterrupted
 ):
