@@ -4,6 +4,22 @@ import sys
 
 import pytest
 
+
+class _Deselected:
+    """Counts the tests a `-m` selection left out."""
+
+    count = 0
+
+    def pytest_deselected(self, items):
+        self.count += len(items)
+
+
 if __name__ == "__main__":
+    deselected = _Deselected()
     # No cache directory: Bazel's runfiles are read-only.
-    sys.exit(pytest.main(["-p", "no:cacheprovider", "-ra", *sys.argv[1:]]))
+    status = pytest.main(["-p", "no:cacheprovider", "-ra", *sys.argv[1:]], plugins=[deselected])
+    # A file whose tests are all in the integration tier has none left under
+    # --config=fast (-m "not slow"); that passes. A file without tests still fails.
+    if status == pytest.ExitCode.NO_TESTS_COLLECTED and deselected.count:
+        status = pytest.ExitCode.OK
+    sys.exit(status)
