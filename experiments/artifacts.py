@@ -1,14 +1,7 @@
-"""What a run leaves in its directory besides the training logs: checkpoint identity, exports,
-metrics.json.
+"""What a run leaves in its directory besides the training logs (the list is in runner.py).
 
-    checkpoint.npz     (trainer.py) with the configuration and the SHA-256 of the model
-                       files read, which `check_checkpoint` compares on resumption
-    model.keras        the trained model (the student in distill mode): float32 [0, 255]
-                       images -> logits, its normalization its first layer
-    saved_model/       TensorFlow SavedModel of it: float32 [0, 255] images -> logits
-    model.tflite, model_int8.tflite   with --export=...,tflite,tflite_int8
-    metrics.json       test accuracy, epochs, throughput, the configuration, the models
-                       (name, parameters) and the SHA-256 of the model files read
+Checkpoint identity (the configuration and the SHA-256 of the model files read, which
+`check_checkpoint` compares on resumption), the exports, and metrics.json.
 """
 
 import dataclasses

@@ -18,7 +18,7 @@ ALLOWED = {
     "tap_names": (),
     "initializers": (),
     "ops": (),
-    "data": ("batch_keys",),
+    "data": ("batch_keys", "ops"),
     "models": ("tap_names", "initializers"),
     "training": ("ops",),
     "methods": ("ops", "tap_names", "initializers", "models.taps"),

@@ -1,13 +1,12 @@
 """Per-example augmentation and normalization of the reference CIFAR protocol."""
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasdistill.ops.pixels import NORMALIZATION_LAYER, normalization_layer  # noqa: F401
+
 # Largest image (height x width x channels) whose normalization constants are tiled.
 _MAX_TILED = 1 << 22
-# The name of `normalization_layer`'s layer, by which a model that starts with it is known.
-NORMALIZATION_LAYER = "pixel_normalization"
 
 
 def random_crop_flip(image, seed, size=32, padding=4):
@@ -60,30 +59,3 @@ def normalize(image, mean, std):
         mean = np.broadcast_to(mean, pixel.as_list())
         std = np.broadcast_to(std, pixel.as_list())
     return (image - tf.constant(mean)) / tf.constant(std)
-
-
-def normalization_layer(mean, std, name=NORMALIZATION_LAYER):
-    """`normalize` as a Keras layer, to put first in a model that takes [0, 255] pixels.
-
-    For batches of unnormalized images (`normalize=False` of the pipelines,
-    uint8 or float): the model normalizes them itself, on the accelerator
-    (`x * (1 / (255 std)) - mean / std`, always in float32, also under a
-    mixed precision policy), and the saved model needs no statistics handed
-    over. The results equal `normalize`'s to within float32 rounding.
-
-    Args:
-        mean: Per-channel mean over [0, 1] pixels (`dataset.mean`).
-        std: Per-channel standard deviation over [0, 1] pixels (`dataset.std`).
-        name: The layer's name.
-
-    Returns:
-        A float32 `keras.layers.Rescaling` layer.
-    """
-    mean = np.asarray(mean, np.float64)
-    std = np.asarray(std, np.float64)
-    return keras.layers.Rescaling(
-        scale=(1.0 / (255.0 * std)).tolist(),
-        offset=(-mean / std).tolist(),
-        name=name,
-        dtype="float32",
-    )

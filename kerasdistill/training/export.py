@@ -5,6 +5,8 @@ import tempfile
 
 import keras
 
+from kerasdistill.ops.pixels import normalization_layer
+
 QUANTIZATIONS = ("none", "dynamic_int8")
 
 
@@ -28,10 +30,7 @@ def serving_model(model, mean=None, std=None):
     if mean is None:
         return model
     inputs = keras.Input(model.inputs[0].shape[1:], dtype="float32", name="images")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
-    x = keras.layers.Normalization(
-        mean=list(mean), variance=[s * s for s in std], name="standardize"
-    )(x)
+    x = normalization_layer(mean, std)(inputs)
     return keras.Model(inputs, model(x), name=f"{model.name}_serving")
 
 
