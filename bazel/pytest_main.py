@@ -19,7 +19,7 @@ if __name__ == "__main__":
     # No cache directory: Bazel's runfiles are read-only.
     status = pytest.main(["-p", "no:cacheprovider", "-ra", *sys.argv[1:]], plugins=[deselected])
     # A file whose tests are all in the integration tier has none left under
-    # --config=fast (-m "not slow"); that passes. A file without tests still fails.
+    # the unit tier (tests/conftest.py deselects them); that passes. A file without tests still fails.
     if status == pytest.ExitCode.NO_TESTS_COLLECTED and deselected.count:
         status = pytest.ExitCode.OK
     sys.exit(status)

@@ -21,6 +21,44 @@ def require(path):
     return path
 
 
+# The unit tier's budget: a test of the default tier whose call takes longer fails
+# (docs/testing.md). KERASDISTILL_TEST_TIME_LIMIT=0 lifts it on a loaded machine.
+TIME_LIMIT_S = float(os.environ.get("KERASDISTILL_TEST_TIME_LIMIT", "3"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-integration",
+        action="store_true",
+        help="also run the integration tier (tests marked `integration`)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselects the integration tier unless --run-integration is given."""
+    if config.getoption("--run-integration"):
+        return
+    kept = [item for item in items if "integration" not in item.keywords]
+    deselected = [item for item in items if "integration" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Fails a unit-tier test whose call ran over `TIME_LIMIT_S`."""
+    outcome = yield
+    report = outcome.get_result()
+    over = TIME_LIMIT_S and call.when == "call" and call.duration > TIME_LIMIT_S
+    if over and report.passed and "integration" not in item.keywords:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} took {call.duration:.1f} s, over the unit tier's {TIME_LIMIT_S:g} s: "
+            "make it faster or mark it `integration` (docs/testing.md)."
+        )
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_clear():
     keras.utils.set_random_seed(0)

@@ -23,7 +23,7 @@ from tests.backends import backend_check
 from tests.conftest import FIXTURES, REPO, require
 
 # Subprocesses of minutes each: the integration tier.
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 BACKENDS = ["jax", "torch"]
 # Each run's logged terms besides `loss`, `loss_ce` and `accuracy` (README, "Methods").

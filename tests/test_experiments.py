@@ -132,7 +132,7 @@ def test_logs_hold_every_term_and_only_evaluated_validation_entries(tiny_folder,
     }
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_transformer_recipe_trains_a_vit_student_with_adamw_and_warmup(tiny_folder, tmp_path):
     teacher = tmp_path / "teacher.keras"
     models.get("resnet8", num_classes=2).save(teacher)

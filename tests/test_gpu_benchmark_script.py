@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import REPO
 
 # Integration tier: each test runs the benchmark script in a subprocess.
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 SCRIPT = REPO / "benchmarks" / "gpu_throughput.py"
 # Runs the script with every import of TensorFlow (or tfds) failing loudly.

@@ -64,7 +64,7 @@ ALLOWED_PROBES = (os.path.join("keras", "src", "utils", "module_utils.py"),)
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 # Subprocesses of minutes on 2 cores: the integration tier (CI runs it).
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def _archive(path, train_per_class=20, test_per_class=8):

@@ -26,7 +26,7 @@ def _methods():
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("teacher_name, student_name", PAIRS)
 def test_every_method_trains_a_step_at_224(teacher_name, student_name, tmp_path):
     teacher = models.get(teacher_name, num_classes=1000)

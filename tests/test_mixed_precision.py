@@ -29,7 +29,7 @@ def test_every_method_matches_float32_under_tensorflow(policy):
     _assert_close(mixed_precision_check.relative_errors(policy))
 
 
-@pytest.mark.slow  # A JAX subprocess.
+@pytest.mark.integration  # A JAX subprocess.
 def test_every_method_matches_float32_under_jax():
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     proc = subprocess.run(

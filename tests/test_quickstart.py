@@ -43,7 +43,7 @@ def _quickstart(*args):
     )
 
 
-@pytest.mark.slow  # The script in a subprocess: four runs with SavedModel exports.
+@pytest.mark.integration  # The script in a subprocess: four runs with SavedModel exports.
 def test_quickstart_prints_one_row_per_method_and_writes_each_run(tiny_cifar10_folder, tmp_path):
     proc = _quickstart(
         f"--dataset={tiny_cifar10_folder}", "--epochs=1", "--steps_per_epoch=2",
@@ -73,7 +73,7 @@ def test_quickstart_prints_one_row_per_method_and_writes_each_run(tiny_cifar10_f
     assert methods[0]["mode"] == "student"
 
 
-@pytest.mark.slow  # The script in a subprocess.
+@pytest.mark.integration  # The script in a subprocess.
 def test_quickstart_rejects_the_flags_its_stages_set(tmp_path):
     proc = _quickstart("--method=kd", f"--output_dir={tmp_path}")
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -117,7 +117,7 @@ def test_shipped_teacher_keeps_its_accuracy_on_pixels_behind_the_runs_normalizat
     assert np.mean(predictions == standardized) >= 0.998  # Float rounding flips at most 2 of 1000.
 
 
-@pytest.mark.slow  # The script in a subprocess.
+@pytest.mark.integration  # The script in a subprocess.
 def test_teacher_script_writes_the_teacher_and_its_accuracies(tiny_cifar10_folder, tmp_path):
     destination = tmp_path / "teacher.keras"
     proc = subprocess.run(

@@ -8,7 +8,7 @@ from experiments import runner
 from kerasdistill import data
 from tests.conftest import CIFAR10_ARCHIVE, require
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def test_teacher_then_kd_student_on_real_cifar10_beat_chance_and_export(tmp_path):

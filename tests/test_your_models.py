@@ -183,7 +183,7 @@ def test_predict_call_and_evaluate_see_the_students_logits():
 _APPLICATION_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 75}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "name", sorted(n for n in dir(keras.applications) if n[0].isupper())
 )

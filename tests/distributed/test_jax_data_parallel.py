@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import REPO
 
 # Integration tier: a JAX subprocess.
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def test_data_parallel_on_two_jax_devices_equals_one_device():

@@ -6,7 +6,7 @@ import pytest
 from tests.distributed.processes import free_ports, run_all
 
 # Integration tier: three processes.
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 300
 WORKERS = 2

@@ -117,7 +117,7 @@ def history(run_dir):
         return list(csv.DictReader(file))
 
 
-@pytest.mark.slow  # Three processes: about 100 s on 2 CPU cores.
+@pytest.mark.integration  # Three processes: about 100 s on 2 CPU cores.
 def test_only_the_chief_writes_the_run_directory(runs):
     tmp_path, (chief, worker, _) = runs
     run_dir = tmp_path / "run"
@@ -133,7 +133,7 @@ def test_only_the_chief_writes_the_run_directory(runs):
     assert [row["epoch"] for row in history(run_dir)] == ["0", "1"]
 
 
-@pytest.mark.slow  # Three processes: about 100 s on 2 CPU cores.
+@pytest.mark.integration  # Three processes: about 100 s on 2 CPU cores.
 def test_workers_end_with_identical_weights_equal_to_the_saved_model(runs):
     import keras
 
@@ -149,7 +149,7 @@ def test_workers_end_with_identical_weights_equal_to_the_saved_model(runs):
         np.testing.assert_array_equal(a, np.asarray(b))
 
 
-@pytest.mark.slow  # Three processes: about 100 s on 2 CPU cores.
+@pytest.mark.integration  # Three processes: about 100 s on 2 CPU cores.
 def test_two_workers_train_like_one_device_on_the_global_batch(runs):
     tmp_path, (chief, worker, reference) = runs
     initial = weights(tmp_path / "reference.init.npz")

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import REPO
 
 # Integration tier: subprocesses on 1 and 2 logical devices.
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 SCRIPT = REPO / "tests" / "distributed" / "replica_equivalence.py"
 METHOD_SETS = ("kd,msdcrd", "crd,dkd")

@@ -36,7 +36,7 @@ def photos(tmp_path_factory):
     return root
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_applications_teacher_distilled_with_kd_and_msdcrd_from_pixels(photos, tmp_path, capsys):
     output = tmp_path / "student.keras"
     distiller = _example().main([
@@ -53,7 +53,7 @@ def test_applications_teacher_distilled_with_kd_and_msdcrd_from_pixels(photos, t
     assert distiller.tap_layers["teacher"]["logits"] == "logits"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_keras_hub_teacher_file(photos, tmp_path, capsys):
     backbone = keras_hub.models.ResNetBackbone(
         input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64],

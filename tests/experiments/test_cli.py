@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 # Integration tier: each test runs a script in a subprocess (the messages are
 # checked in process by tests/experiments/test_config.py).
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 SCRIPT = REPO / "experiments" / "cifar100.py"
 
@@ -152,7 +152,7 @@ def test_contrastive_method_needs_two_samples_per_replica(tmp_path):
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_mirrored_run_on_two_logical_cpus_with_synchronized_batchnorm(tiny_folder, tmp_path):
     proc, _ = _run("--mode=student", "--student=resnet8", f"--dataset={tiny_folder}",
                    "--strategy=mirrored", "--logical_devices=2", "--sync_batchnorm", "--epochs=1",

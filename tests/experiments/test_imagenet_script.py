@@ -31,7 +31,7 @@ def ilsvrc_folder(tmp_path_factory):
     return root
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_imagenet_script_distils_exports_and_reports_top5(ilsvrc_folder, tmp_path):
     from kerasdistill import models
 

@@ -54,7 +54,7 @@ def test_deterministic_runs_give_identical_weights(tiny_folder, tmp_path, uninte
     _assert_same_weights(_weights(tmp_path), uninterrupted)
 
 
-@pytest.mark.slow  # A run killed in a subprocess.
+@pytest.mark.integration  # A run killed in a subprocess.
 def test_sigkill_mid_epoch_then_restart_ends_with_the_same_weights(
     tiny_folder, tmp_path, uninterrupted
 ):
@@ -200,7 +200,7 @@ def test_checkpoint_of_a_model_without_its_normalization_restores_into_the_runs_
     )
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_sigterm_to_the_script_process_saves_and_exits_143(tiny_folder, tmp_path):
     import subprocess
     import sys

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import REPO
 
 # Integration tier: each test runs a script in a subprocess.
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def _run(script, *args):

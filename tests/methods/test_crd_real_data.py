@@ -11,7 +11,7 @@ from kerasdistill import data, methods, models
 from kerasdistill.training import TorchSGD
 from tests.conftest import CIFAR10_ARCHIVE, require
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 NUM_TRAIN = 1000  # every 50th training image: 100 of each class
 BATCH = 50

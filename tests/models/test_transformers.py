@@ -216,7 +216,7 @@ print(json.dumps(result))
 """
 
 
-@pytest.mark.slow  # A JAX subprocess.
+@pytest.mark.integration  # A JAX subprocess.
 def test_token_models_train_under_jax():
     import jax  # noqa: F401  (a missing JAX must fail here, not skip)
 
