@@ -1,34 +1,51 @@
-"""Data sources and tf.data pipelines (TensorFlow is required here)."""
+"""Data sources and tf.data pipelines.
 
-from kerasdistill.data.augment import normalization_layer
-from kerasdistill.data.datasets import Dataset, load_cifar, load_image_folder
-from kerasdistill.data.folders import DatasetUnavailableError
-from kerasdistill.data.imagenet import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    imagenet_eval_pipeline,
-    imagenet_train_pipeline,
-    load_imagenet,
-    load_imagenet_folder,
-    top5_accuracy,
+The pipelines need TensorFlow; `kerasdistill.data.stats` (the datasets'
+channel statistics) and `kerasdistill.data.folders` (image-folder listing) do
+not. The names below are imported on first use, so that importing those two
+modules does not import TensorFlow.
+"""
+
+import importlib
+
+# Public name -> the module of this package that defines it.
+_EXPORTS = {
+    "normalization_layer": "augment",
+    "Dataset": "datasets",
+    "load_cifar": "datasets",
+    "load_image_folder": "datasets",
+    "DatasetUnavailableError": "folders",
+    "imagenet_eval_pipeline": "imagenet",
+    "imagenet_train_pipeline": "imagenet",
+    "load_imagenet": "imagenet",
+    "load_imagenet_folder": "imagenet",
+    "top5_accuracy": "imagenet",
+    "eval_pipeline": "pipeline",
+    "train_pipeline": "pipeline",
+    "load": "sources",
+    "CIFAR_STATS": "stats",
+    "IMAGENET_MEAN": "stats",
+    "IMAGENET_STD": "stats",
+}
+
+_MODULES = (
+    "augment", "datasets", "folders", "imagenet", "imagenet_augment", "pipeline", "sources",
+    "stats", "validation",
 )
-from kerasdistill.data.pipeline import eval_pipeline, train_pipeline
-from kerasdistill.data.sources import load
 
-__all__ = [
-    "Dataset",
-    "DatasetUnavailableError",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "eval_pipeline",
-    "imagenet_eval_pipeline",
-    "imagenet_train_pipeline",
-    "load",
-    "load_cifar",
-    "load_image_folder",
-    "load_imagenet",
-    "load_imagenet_folder",
-    "normalization_layer",
-    "top5_accuracy",
-    "train_pipeline",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

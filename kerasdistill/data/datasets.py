@@ -13,13 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdistill.data.folders import DatasetUnavailableError, folder_of, list_split
+from kerasdistill.data.stats import CIFAR_STATS
 
-# Channel statistics over [0, 1] pixels of the training splits, as used by the
-# RepDistiller reference scripts.
-CIFAR_STATS = {
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-}
 _CIFAR_ARCHIVES = {
     "cifar100": "cifar-100-binary.tar.gz",
     "cifar10": "cifar-10-binary.tar.gz",

@@ -31,10 +31,8 @@ from kerasdistill.data.datasets import Dataset, load_tfds
 from kerasdistill.data.folders import DatasetUnavailableError, folder_of, list_split
 from kerasdistill.data.imagenet_augment import random_resized_crop_flip, resize_center_crop
 from kerasdistill.data.pipeline import augmented_batches, reshuffled
+from kerasdistill.data.stats import IMAGENET_MEAN, IMAGENET_STD
 
-# Channel statistics over [0, 1] pixels, as in torchvision's ImageNet recipes.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SIZE = 224
 RESIZE_SIZE = 256
 IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
