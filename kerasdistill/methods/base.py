@@ -17,6 +17,10 @@ _LAYER_KWARGS = ("name", "dtype", "trainable")
 class TrainingData:
     """What a method may need to know of the training set before it is built.
 
+    A method names the fields it needs in its `needs`; the Distiller
+    (`Distiller(..., training_data=TrainingData(...))`) passes this to the
+    method's `set_up` before `build_from_taps`.
+
     Attributes:
         train_labels: Integer class label of every training sample, in
             dataset-index order (CRD's memory bank and negatives).
@@ -26,13 +30,6 @@ class TrainingData:
 
     train_labels: np.ndarray = None
     steps_per_epoch: int = None
-
-    def require(self, field, method):
-        """Returns attribute `field`, or raises naming the method that needs it."""
-        value = getattr(self, field)
-        if value is None:
-            raise ValueError(f"{method} needs TrainingData.{field}, which was not given.")
-        return value
 
 
 class DistillationMethod(keras.layers.Layer):
@@ -50,8 +47,12 @@ class DistillationMethod(keras.layers.Layer):
     `sw_weight`) and applied in `call`.
 
     Subclasses set `teacher_taps` and `student_taps` (tuples of tap names, see
-    `kerasdistill.models.taps`), may override `build_from_taps` to create
-    weights from the tapped tensor shapes, and implement `call`.
+    `kerasdistill.taps`), may override `build_from_taps` to create
+    weights from the tapped tensor shapes, and implement `call`. A method that
+    needs something of the training set (CRD: its labels; DKD with
+    `warmup_epochs`: the steps per epoch) names the `TrainingData` fields in
+    `needs` and overrides `set_up`, which the Distiller calls once with its
+    `training_data`, before `build_from_taps`.
 
     Args:
         teacher_taps: Tap names read from the teacher.
@@ -62,8 +63,10 @@ class DistillationMethod(keras.layers.Layer):
             float32 whatever the global policy).
     """
 
-    # True for methods that need each sample's dataset index (`call`'s `sample_indices`)
-    # and the training labels (through `TrainingData`), like CRD.
+    # Fields of `TrainingData` that `set_up` needs (CRD: `("train_labels",)`); a method
+    # whose needs depend on its arguments sets its own in `__init__`.
+    needs = ()
+    # True for methods that need each sample's dataset index (`call`'s `sample_indices`).
     uses_sample_indices = False
     # The fewest samples each replica's batch must hold for the loss to be defined
     # (2 for in-batch contrastive methods: an anchor needs another sample).
@@ -90,6 +93,7 @@ class DistillationMethod(keras.layers.Layer):
         self.student_taps = tuple(student_taps)
         self.weight = float(weight)
         self._taps_built = False
+        self._is_set_up = False
 
     def _check_keyword_arguments(self, kwargs):
         """Raises a `TypeError` naming a misspelled argument and the closest accepted one."""
@@ -110,22 +114,6 @@ class DistillationMethod(keras.layers.Layer):
             f"It accepts: {', '.join(accepted)}."
         )
 
-    @classmethod
-    def from_data(cls, data=None, **kwargs):
-        """Builds the method from its hyper-parameters and what it needs of the data.
-
-        Methods that need the training set (CRD's labels) or its length (a
-        schedule in epochs) override this; the default ignores `data`.
-
-        Args:
-            data: A `TrainingData`, or `None`.
-            **kwargs: Constructor arguments.
-
-        Returns:
-            An instance of `cls`.
-        """
-        return cls(**kwargs)
-
     def loss_terms(self):
         """Returns the names of the loss terms `call` reports, e.g. `("loss_kd",)`.
 
@@ -133,36 +121,64 @@ class DistillationMethod(keras.layers.Layer):
         """
         raise NotImplementedError
 
-    def bind_models(self, teacher, student):
-        """Lets the method find what it uses of the two models (their classifiers).
+    def set_up(self, data):
+        """Takes what the method `needs` of the training set; once, before `build_from_taps`.
 
-        Called once by the Distiller at construction, before `build_from_taps`.
-        The default does nothing.
+        The Distiller calls it for every method whose `needs` is not empty,
+        with its `training_data`. Subclasses that override it call it first.
 
         Args:
-            teacher: The frozen teacher `keras.Model`.
-            student: The student `keras.Model`.
+            data: A `TrainingData`, or None.
+
+        Raises:
+            ValueError: Naming the method and the first field of `needs` that
+                `data` lacks.
         """
-        del teacher, student
+        for field in self.needs:
+            if getattr(data, field, None) is None:
+                raise ValueError(self._unmet_need(field))
+        self._is_set_up = True
+
+    def require_set_up(self):
+        """Raises unless `set_up` has given the method what it `needs`.
+
+        Raises:
+            ValueError: Naming the method and the first field of `needs`.
+        """
+        if self.needs and not self._is_set_up:
+            raise ValueError(self._unmet_need(self.needs[0]))
+
+    def _unmet_need(self, field):
+        return (
+            f"{type(self).__name__} needs TrainingData.{field}: pass Distiller(..., "
+            f"training_data=TrainingData({field}=...)), or call set_up(TrainingData(...)) first."
+        )
 
     def build_from_taps(self, teacher_shapes, student_shapes):
         """Creates the method's weights from the static shapes of its taps.
 
-        Called once by the Distiller at construction, before any data is seen,
-        so that every variable exists before tracing (required on JAX).
+        Called once by the Distiller at construction, after `set_up` and
+        before any data is seen, so that every variable exists before tracing
+        (required on JAX).
 
         Args:
             teacher_shapes: Dict `{tap: shape}` (batch dimension included).
             student_shapes: Dict `{tap: shape}`.
 
-        Subclasses that override it call it last, to mark the method built.
+        Raises:
+            ValueError: When the method's `needs` were not given (`set_up`).
+
+        Subclasses that override it call `require_set_up` first and this last,
+        to mark the method built.
         """
         del teacher_shapes, student_shapes
+        self.require_set_up()
         self._taps_built = True
         self.built = True
 
     def __call__(self, *args, **kwargs):
         """Runs `call` and returns its terms, each multiplied by the overall `weight`."""
+        self.require_set_up()
         self.require_built()
         terms = super().__call__(*args, **kwargs)
         return {name: self.weight * term for name, term in terms.items()}

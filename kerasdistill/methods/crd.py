@@ -14,14 +14,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasdistill.initializers import torch_bias_initializer, torch_kernel_initializer
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.crd_memory import MemoryBanks
 from kerasdistill.methods.crd_sampler import NegativeSampler, checked_labels
 from kerasdistill.methods.registry import register
+from kerasdistill.models.initializers import torch_bias_initializer, torch_kernel_initializer
 from kerasdistill.ops import distributed
 from kerasdistill.ops.normalize import l2_normalize
-from kerasdistill.tap_names import POOLED
+from kerasdistill.taps import POOLED
 
 # Added to the NCE denominators, as the reference's `eps`.
 _NCE_EPS = 1e-7
@@ -78,7 +78,9 @@ class CRD(DistillationMethod):
     too, like a Keras preprocessing layer's adapted statistics: `sample_labels`
     (the class of every sample) and `samples_by_class` (sample indices sorted by
     class), int32 `(num_samples,)`, saved with the weights and kept out of the
-    config, which holds only the class histogram `label_counts`. The two
+    config, which holds only the class histogram `label_counts`. CRD `needs`
+    `TrainingData.train_labels`: the Distiller passes them to `set_up` (from its
+    `training_data`) unless `train_labels` or `label_counts` were given here. The two
     projection heads `embed_s` and `embed_t` are trainable and owned by the
     method.
 
@@ -101,8 +103,9 @@ class CRD(DistillationMethod):
 
     Args:
         train_labels: Class of every training sample, shape `(num_samples,)`,
-            integers; at least two classes. Stored as the weights
-            `sample_labels` and `samples_by_class`, not in the config.
+            integers; at least two classes; or None to take them in `set_up`.
+            Stored as the weights `sample_labels` and `samples_by_class`, not
+            in the config.
         feat_dim: Embedding size.
         num_negatives: Negatives per sample (the reference's `nce_k`).
         temperature: Score temperature `T > 0` (`nce_t`).
@@ -124,6 +127,7 @@ class CRD(DistillationMethod):
             a mixed-precision policy).
     """
 
+    needs = ("train_labels",)
     uses_sample_indices = True
     needs_tap_shapes = True
 
@@ -145,23 +149,6 @@ class CRD(DistillationMethod):
         super().__init__(
             teacher_taps=(teacher_tap,), student_taps=(student_tap,), weight=weight, **kwargs
         )
-        if train_labels is not None:
-            labels = checked_labels(train_labels)
-            counts = np.bincount(labels)
-        elif label_counts is not None:
-            labels = None
-            counts = np.asarray(label_counts)
-            if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer) or counts.min() < 0:
-                raise ValueError(
-                    f"CRD label_counts must be a 1-D list of class sizes >= 0, got {label_counts!r}."
-                )
-        else:
-            raise ValueError(
-                "CRD needs the training labels: pass train_labels=, or build it with "
-                "CRD.from_data(TrainingData(train_labels=...))."
-            )
-        if np.count_nonzero(counts) < 2:
-            raise ValueError("CRD needs train_labels with at least two classes for its negatives.")
         if feat_dim < 1 or num_negatives < 1:
             raise ValueError(
                 f"CRD feat_dim and num_negatives must be >= 1, got {feat_dim}, {num_negatives}."
@@ -177,7 +164,39 @@ class CRD(DistillationMethod):
         self.teacher_tap = teacher_tap
         self.student_tap = student_tap
         self.seed = seed
-        self.sampler = NegativeSampler(self, labels, counts, num_negatives, replacement, seed)
+        self.replacement = bool(replacement)
+        self.sampler = None
+        if train_labels is not None:
+            labels = checked_labels(train_labels)
+            self._set_up_sampler(labels, np.bincount(labels))
+        elif label_counts is not None:
+            counts = np.asarray(label_counts)
+            if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer) or counts.min() < 0:
+                raise ValueError(
+                    f"CRD label_counts must be a 1-D list of class sizes >= 0, got {label_counts!r}."
+                )
+            self._set_up_sampler(None, counts)
+
+    def set_up(self, data):
+        """Sizes the memory banks and the negative sampler from `data.train_labels`.
+
+        Args:
+            data: A `TrainingData` with `train_labels`, one class per training
+                sample in dataset-index order.
+        """
+        super().set_up(data)
+        if self.sampler is None:
+            labels = checked_labels(data.train_labels)
+            self._set_up_sampler(labels, np.bincount(labels))
+
+    def _set_up_sampler(self, labels, counts):
+        """Creates the sampler and its label tables (`labels` None: loaded with the weights)."""
+        if np.count_nonzero(counts) < 2:
+            raise ValueError("CRD needs train_labels with at least two classes for its negatives.")
+        self.needs = ()
+        self.sampler = NegativeSampler(
+            self, labels, counts, self.num_negatives, self.replacement, self.seed
+        )
         self.num_samples = self.sampler.num_samples
         self.replacement = self.sampler.replacement
         # The layer holds the sampler's state, so that it is saved with it.
@@ -185,27 +204,11 @@ class CRD(DistillationMethod):
         self.samples_by_class = self.sampler.samples_by_class
         self.seed_generator = self.sampler.seed_generator
 
-    @classmethod
-    def from_data(cls, data=None, **kwargs):
-        """Builds CRD with the training labels of `data` unless given.
-
-        Args:
-            data: A `TrainingData` with `train_labels`.
-            **kwargs: Constructor arguments.
-
-        Returns:
-            A `CRD`.
-        """
-        if "train_labels" not in kwargs:
-            if data is None:
-                raise ValueError("CRD needs the training labels: pass TrainingData(train_labels=...).")
-            kwargs["train_labels"] = data.require("train_labels", "CRD")
-        return cls(**kwargs)
-
     def loss_terms(self):
         return ("loss_crd",)
 
     def build_from_taps(self, teacher_shapes, student_shapes):
+        self.require_set_up()
         t_dim = self._flat_dim(teacher_shapes[self.teacher_tap], "teacher")
         s_dim = self._flat_dim(student_shapes[self.student_tap], "student")
         self.embed_s = keras.layers.Dense(
@@ -349,7 +352,9 @@ class CRD(DistillationMethod):
                 "student_tap": self.student_tap,
                 "seed": self.seed,
                 "replacement": self.replacement,
-                "label_counts": self.sampler.class_count.tolist(),
+                "label_counts": (
+                    None if self.sampler is None else self.sampler.class_count.tolist()
+                ),
             }
         )
         return config

@@ -18,7 +18,7 @@ from keras import ops
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
-from kerasdistill.tap_names import LOGITS
+from kerasdistill.taps import LOGITS
 
 # mdistiller lowers the target logit by this much (after dividing by T) to drop it.
 _TARGET_MASK_OFFSET = 1000.0
@@ -92,9 +92,14 @@ class DKD(DistillationMethod):
 
     Reference defaults (mdistiller, CIFAR-100): `tckd_weight = 1` (its
     `ALPHA`), `nckd_weight = 8` (its `BETA`), `T = 4`, warm-up over 20 epochs
-    (pass `20 * steps_per_epoch`), cross-entropy weight 1. mdistiller counts
-    epochs from 1, so its factor is already 1/20 in the first epoch; the
-    step-based ramp differs from it by at most one epoch.
+    (`warmup_epochs=20`), cross-entropy weight 1. mdistiller counts epochs
+    from 1, so its factor is already 1/20 in the first epoch; the step-based
+    ramp differs from it by at most one epoch.
+
+    A warm-up given in epochs needs the steps per epoch: DKD then `needs`
+    `TrainingData.steps_per_epoch`, which `set_up` turns into
+    `warmup_steps = int(warmup_epochs * steps_per_epoch)` (the Distiller calls
+    it with its `training_data`). The config keeps `warmup_epochs`.
 
     Args:
         tckd_weight: Weight of TCKD.
@@ -102,6 +107,8 @@ class DKD(DistillationMethod):
         temperature: Softening temperature, `> 0`.
         warmup_steps: Length of the linear warm-up in optimizer steps, `>= 0`.
         weight: Overall weight of both terms (see `DistillationMethod`).
+        warmup_epochs: Length of the warm-up in epochs, `>= 0`, instead of
+            `warmup_steps`; or None.
         **kwargs: Passed to `DistillationMethod`'s Layer base (`name`, `dtype`;
             `dtype` defaults to float32 so the loss is computed in float32).
     """
@@ -115,6 +122,7 @@ class DKD(DistillationMethod):
         temperature=4.0,
         warmup_steps=0,
         weight=1.0,
+        warmup_epochs=None,
         **kwargs,
     ):
         super().__init__(teacher_taps=(LOGITS,), student_taps=(LOGITS,), weight=weight, **kwargs)
@@ -122,32 +130,32 @@ class DKD(DistillationMethod):
             raise ValueError(f"DKD temperature must be > 0, got {temperature}.")
         if warmup_steps < 0:
             raise ValueError(f"DKD warmup_steps must be >= 0, got {warmup_steps}.")
+        if warmup_epochs is not None:
+            if warmup_steps:
+                raise ValueError(
+                    f"DKD takes warmup_epochs or warmup_steps, not both; got warmup_epochs="
+                    f"{warmup_epochs} and warmup_steps={warmup_steps}."
+                )
+            if warmup_epochs < 0:
+                raise ValueError(f"DKD warmup_epochs must be >= 0, got {warmup_epochs}.")
+            self.needs = ("steps_per_epoch",)
         self.tckd_weight = float(tckd_weight)
         self.nckd_weight = float(nckd_weight)
         self.temperature = float(temperature)
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_epochs = warmup_epochs
+        # Known from `set_up` when the warm-up is given in epochs.
+        self.warmup_steps = None if warmup_epochs is not None else int(warmup_steps)
 
-    @classmethod
-    def from_data(cls, data=None, warmup_epochs=None, **kwargs):
-        """Builds DKD; `warmup_epochs` (the reference's unit) becomes steps.
+    def set_up(self, data):
+        """Converts `warmup_epochs` to steps with `data.steps_per_epoch`.
 
         Args:
-            data: A `TrainingData` with `steps_per_epoch` (needed only with
-                `warmup_epochs`).
-            warmup_epochs: Warm-up length in epochs, or `None`.
-            **kwargs: Constructor arguments.
-
-        Returns:
-            A `DKD`.
+            data: A `TrainingData`; its `steps_per_epoch` is needed only with
+                `warmup_epochs`.
         """
-        if warmup_epochs is not None:
-            if "warmup_steps" in kwargs:
-                raise ValueError("Give DKD warmup_epochs or warmup_steps, not both.")
-            if data is None:
-                raise ValueError("DKD warmup_epochs needs TrainingData.steps_per_epoch.")
-            steps = data.require("steps_per_epoch", "DKD warmup_epochs")
-            kwargs["warmup_steps"] = int(warmup_epochs * steps)
-        return cls(**kwargs)
+        super().set_up(data)
+        if self.warmup_epochs is not None:
+            self.warmup_steps = int(self.warmup_epochs * data.steps_per_epoch)
 
     def loss_terms(self):
         return ("loss_tckd", "loss_nckd")
@@ -191,7 +199,8 @@ class DKD(DistillationMethod):
                 "tckd_weight": self.tckd_weight,
                 "nckd_weight": self.nckd_weight,
                 "temperature": self.temperature,
-                "warmup_steps": self.warmup_steps,
+                "warmup_steps": 0 if self.warmup_epochs is not None else self.warmup_steps,
+                "warmup_epochs": self.warmup_epochs,
             }
         )
         return config

@@ -37,7 +37,7 @@ def method_class(name):
     return _METHODS[name]
 
 
-def get(identifier, data=None, **kwargs):
+def get(identifier, **kwargs):
     """Returns a method from a name, a config dict or an instance, like Keras's `*.get`.
 
     Args:
@@ -45,13 +45,12 @@ def get(identifier, data=None, **kwargs):
             `{"name": ..., **hyper_parameters}` or a Keras config dict
             (`{"class_name": ..., "config": ...}`), or a
             `DistillationMethod` (returned as is).
-        data: A `TrainingData` telling the method what it needs of the
-            training set (CRD: the labels; DKD: steps per epoch for
-            `warmup_epochs`), or `None`.
         **kwargs: Hyper-parameters passed to the method's constructor.
 
     Returns:
-        A `DistillationMethod` instance.
+        A `DistillationMethod` instance. What it needs of the training set
+        (its `needs`: CRD's labels, DKD's steps per epoch for `warmup_epochs`)
+        it takes in `set_up`, from `Distiller(..., training_data=...)`.
 
     Raises:
         ValueError: For an unknown name (the closest one suggested).
@@ -72,23 +71,22 @@ def get(identifier, data=None, **kwargs):
         config = dict(identifier)
         if "name" not in config:
             raise ValueError(f"A method dict needs a 'name' key (one of {available()}); got {identifier!r}.")
-        return get(config.pop("name"), data=data, **config, **kwargs)
+        return get(config.pop("name"), **config, **kwargs)
     if not isinstance(identifier, str):
         raise TypeError(
             f"A method is a name ({', '.join(available())}), a dict or a DistillationMethod; "
             f"got {identifier!r}."
         )
-    return method_class(identifier).from_data(data, **kwargs)
+    return method_class(identifier)(**kwargs)
 
 
-def get_list(identifiers, data=None):
+def get_list(identifiers):
     """Returns the methods of a Distiller from what a user may write.
 
     Args:
         identifiers: `None` (no method), one identifier accepted by `get`, a
             comma-separated string of names (`"kd,msdcrd"`), or a list of
             identifiers.
-        data: A `TrainingData`, passed to the methods built from names.
 
     Returns:
         A list of `DistillationMethod` instances.
@@ -99,4 +97,4 @@ def get_list(identifiers, data=None):
         identifiers = [name.strip() for name in identifiers.split(",") if name.strip()]
     elif not isinstance(identifiers, (list, tuple)):
         identifiers = [identifiers]
-    return [get(identifier, data=data) for identifier in identifiers]
+    return [get(identifier) for identifier in identifiers]

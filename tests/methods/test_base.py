@@ -8,7 +8,7 @@ import pytest
 
 from kerasdistill import methods
 from kerasdistill.methods.base import DistillationMethod
-from kerasdistill.initializers import torch_bias_initializer, torch_kernel_initializer
+from kerasdistill.models.initializers import torch_bias_initializer, torch_kernel_initializer
 
 NAMES = ("kd", "fitnet", "at", "crd", "dkd", "msdcrd")
 BUILT_FIRST = {"fitnet", "crd", "msdcrd"}
@@ -16,8 +16,7 @@ IN_BATCH_CONTRASTIVE = {"msdcrd"}
 
 
 def _method(name):
-    kwargs = {"crd": {"train_labels": np.arange(20) % 4}}.get(name, {})
-    return methods.get(name, **kwargs)
+    return methods.get(name)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -44,6 +43,7 @@ def test_float32_under_any_policy_and_one_guard_before_build(name):
     assert method.compute_dtype == "float32"
     assert method.needs_tap_shapes == (name in BUILT_FIRST)
     if name in BUILT_FIRST:
+        method.set_up(methods.TrainingData(train_labels=np.arange(20) % 4))
         with pytest.raises(ValueError, match=rf"{type(method).__name__}.build_from_taps\("):
             method({}, {}, labels=None)
 
@@ -66,14 +66,13 @@ def test_every_method_has_one_overall_weight_kept_in_its_config(name):
         DEFAULT_WEIGHTS[name]
     )
     assert method.weight == DEFAULT_WEIGHTS[name]
-    kwargs = {"crd": {"train_labels": np.arange(20) % 4}}.get(name, {})
-    weighted = methods.get(name, weight=2.5, **kwargs)
+    weighted = methods.get(name, weight=2.5)
     config = weighted.get_config()
     assert config["weight"] == 2.5
     assert type(weighted).from_config(config).weight == 2.5
     for bad in (-1.0, float("nan"), float("inf"), True, "1"):
         with pytest.raises(ValueError, match=r"weight must be a finite number >= 0"):
-            methods.get(name, weight=bad, **kwargs)
+            methods.get(name, weight=bad)
 
 
 @pytest.mark.parametrize("name", ["kd", "dkd"])
@@ -88,6 +87,29 @@ def test_the_overall_weight_multiplies_every_term_once(name):
     for term in one:
         assert float(one[term]) > 0
         np.testing.assert_allclose(float(three[term]), 3.0 * float(one[term]), rtol=1e-6)
+
+
+NEEDS = {"crd": ("train_labels",)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_method_is_built_from_its_arguments_alone_and_declares_what_it_needs(name):
+    method = methods.get(name)
+    assert method.needs == NEEDS.get(name, ())
+    shape = {"logits": (None, 10), "pooled": (None, 8), "feat_last": (None, 4, 4, 8),
+             "feat_2": (None, 4, 4, 8), "pre_pool": (None, 4, 4, 8)}
+    teacher = {tap: shape.get(tap, (None, 4, 4, 8)) for tap in method.teacher_taps}
+    student = {tap: shape.get(tap, (None, 4, 4, 8)) for tap in method.student_taps}
+    if method.needs:
+        with pytest.raises(ValueError, match=rf"^{type(method).__name__} needs "
+                           rf"TrainingData.{method.needs[0]}: pass Distiller\(\.\.\., "
+                           rf"training_data=TrainingData\({method.needs[0]}=\.\.\.\)\)"):
+            method.build_from_taps(teacher, student)
+        with pytest.raises(ValueError, match=rf"^{type(method).__name__} needs "
+                           rf"TrainingData.{method.needs[0]}:"):
+            method.set_up(methods.TrainingData(steps_per_epoch=10))
+        method.set_up(methods.TrainingData(train_labels=np.arange(20) % 4))
+    method.build_from_taps(teacher, student)
 
 
 def test_weight_applies_to_methods_that_do_not_declare_it():

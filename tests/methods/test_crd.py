@@ -241,9 +241,31 @@ def test_config_round_trip_keeps_the_labels_in_the_weights_not_the_config():
     )
 
 
-def test_labels_or_their_counts_are_required():
-    with pytest.raises(ValueError, match="CRD needs the training labels: pass train_labels="):
-        CRD()
+def test_labels_come_from_the_training_data_when_not_given():
+    method = methods.get("crd", feat_dim=4, num_negatives=3, seed=1, name="crd")
+    assert method.needs == ("train_labels",)
+    with pytest.raises(ValueError, match=r"^CRD needs TrainingData.train_labels: pass "
+                       r"Distiller\(\.\.\., training_data=TrainingData\(train_labels=\.\.\.\)\)"):
+        method.build_from_taps({"pooled": (None, 6)}, {"pooled": (None, 4)})
+    labels = np.arange(30) % 3
+    method.set_up(methods.TrainingData(train_labels=labels))
+    method.build_from_taps({"pooled": (None, 6)}, {"pooled": (None, 4)})
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(method.sample_labels), labels)
+    assert method.memory_v1.shape == (30, 4)
+    given = CRD(train_labels=labels, feat_dim=4, num_negatives=3, seed=1, name="crd")
+    assert given.needs == () and given.get_config() == method.get_config()
+    with pytest.raises(ValueError, match="at least two classes"):
+        CRD().set_up(methods.TrainingData(train_labels=np.zeros(10, "int32")))
+
+
+def test_distiller_sets_up_crd_from_its_training_data():
+    labels = np.arange(12) % 3
+    method = CRD(feat_dim=4, num_negatives=8, seed=0)
+    Distiller(_tiny_model("teacher", 6), _tiny_model("student", 4), methods=method,
+              training_data=methods.TrainingData(train_labels=labels))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(method.sample_labels), labels)
+    with pytest.raises(ValueError, match=r"^CRD needs TrainingData.train_labels"):
+        Distiller(_tiny_model("teacher", 6), _tiny_model("student", 4), methods="crd")
 
 
 def _tiny_model(name, filters):

@@ -119,11 +119,37 @@ def test_config_round_trip():
     assert (revived.tckd_weight, revived.nckd_weight, revived.weight) == (2.0, 4.0, 0.5)
 
 
+def test_warmup_in_epochs_is_converted_in_set_up_and_kept_in_epochs():
+    method = methods.get("dkd", warmup_epochs=2.5, name="dkd")
+    assert method.needs == ("steps_per_epoch",) and DKD().needs == ()
+    assert method.get_config() == DKD(warmup_epochs=2.5, name="dkd").get_config()
+    logits = {"logits": _logits(0)}
+    with pytest.raises(ValueError, match=r"^DKD needs TrainingData.steps_per_epoch: pass "
+                       r"Distiller\(\.\.\., training_data=TrainingData\(steps_per_epoch="):
+        method(logits, logits, LABELS, step=0)
+    method.set_up(methods.TrainingData(steps_per_epoch=10))
+    assert method.warmup_steps == 25
+    config = method.get_config()
+    assert (config["warmup_epochs"], config["warmup_steps"]) == (2.5, 0)
+    stepped = DKD(warmup_steps=25)
+    for step in (0, 5, 30):
+        np.testing.assert_allclose(
+            float(method.warmup_factor(step)), float(stepped.warmup_factor(step)), rtol=1e-6
+        )
+    np.testing.assert_allclose(float(method.warmup_factor(5)), 5 / 25, rtol=1e-6)
+    revived = DKD.from_config(config)
+    assert revived.needs == ("steps_per_epoch",) and revived.get_config() == config
+
+
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         DKD(temperature=0)
     with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
         DKD(warmup_steps=-1)
+    with pytest.raises(ValueError, match="warmup_epochs must be >= 0"):
+        DKD(warmup_epochs=-1)
+    with pytest.raises(ValueError, match="takes warmup_epochs or warmup_steps, not both"):
+        DKD(warmup_epochs=1, warmup_steps=10)
     logits = {"logits": _logits(0)}
     with pytest.raises(ValueError, match="needs the training step"):
         DKD(warmup_steps=10)(logits, logits, LABELS)
