@@ -29,7 +29,7 @@ from absl import app, flags
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 KD = {"weight": 0.9, "temperature": 4.0}
-EVERY_STAGE = {"taps": ["feat_1", "feat_2", "feat_3"], "tap_weights": [1 / 3] * 3, "scales": "auto"}
+EVERY_STAGE = {"stages": 3}
 # name -> (what the row tests, flags of the row). Rows with "msdcrd" options run
 # CE 1.0 + MSDCRD (or, for the options measured as noise, MSDCRDVariants) with
 # those options over the library's defaults. Rows with a

@@ -132,7 +132,8 @@ def test_resnet50_teacher_to_mobilenet_v3_student_with_kd_and_msdcrd(caplog):
     assert distiller.tap_layers["teacher"]["feat_last"] == "conv5_block3_out"
     assert distiller.tap_layers["student"]["feat_last"] == "expanded_conv_10_add"
     msdcrd = distiller.methods[1]
-    assert msdcrd._tap_scales == [(1, 2)]  # 2x2 maps at 64 px: grids 1 and 2.
+    # 2x2 maps at 64 px: grids 1 and 2.
+    assert [w.regions for w in msdcrd._plan[0].student.windows] == [(1, 1), (2, 2)]
     history = _train_and_check(distiller, 64)
     assert {"loss_kd", "loss_msd_sw", "loss_msd_fw"} <= set(history)
 
