@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from kerasdistill.data.augment import normalize as normalize_image
 from kerasdistill.data.augment import random_crop_flip
-from kerasdistill.batch_keys import IMAGE_KEY, INDEX_KEY
+from kerasdistill.batches import IMAGE_KEY, INDEX_KEY
 
 
 def train_pipeline(dataset, batch_size=64, with_index=False, seed=None, cache=True):

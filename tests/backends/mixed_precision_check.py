@@ -38,7 +38,10 @@ def _inputs(dtype):
 def _method(name):
     kwargs = {"msdcrd": {"scales": (1, 2)}, "crd": {"feat_dim": 8, "num_negatives": 4}}
     data = methods.TrainingData(train_labels=np.arange(32) % CLASSES, steps_per_epoch=10)
-    return methods.get(name, data=data, **kwargs.get(name, {}))
+    method = methods.get(name, **kwargs.get(name, {}))
+    if method.needs:
+        method.set_up(data)
+    return method
 
 
 def _loss_terms(name, policy):

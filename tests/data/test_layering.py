@@ -1,5 +1,4 @@
-"""The batch keys are one definition, shared by the input pipelines and the Distiller;
-the modules of `data` import each other one way.
+"""The modules of `data` import each other one way.
 
 Which room may import which is checked for every package in tests/test_layering.py.
 """
@@ -7,20 +6,7 @@ Which room may import which is checked for every package in tests/test_layering.
 import ast
 import pathlib
 
-from kerasdistill import batch_keys, data
-
-
-def test_batch_keys_are_shared_by_pipelines_and_distiller():
-    from kerasdistill import distiller
-
-    assert (distiller.IMAGE_KEY, distiller.INDEX_KEY) == ("image", "index")
-    assert data.pipeline.IMAGE_KEY is batch_keys.IMAGE_KEY
-    imports = [
-        node for node in ast.walk(ast.parse(pathlib.Path(batch_keys.__file__).read_text()))
-        if isinstance(node, (ast.Import, ast.ImportFrom))
-    ]
-    assert imports == []
-
+from kerasdistill import data
 
 def test_data_modules_import_each_other_one_way_at_module_level():
     """Every `kerasdistill.data` module imports the others at its top, without a cycle."""
