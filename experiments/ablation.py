@@ -13,7 +13,8 @@ before any row's second). A run whose `metrics.json` exists is not run again, so
 an interrupted table resumes. The report gives each row's mean and sample
 standard deviation of test top-1 over the seeds that finished, and marks rows
 whose mean differs from the `--baseline` row's by more than twice the larger
-of the two standard deviations.
+of the two standard deviations. A mistake in the flags ends it with one line on
+stderr and exit status 2, as the other scripts.
 """
 
 import concurrent.futures
@@ -24,7 +25,9 @@ import statistics
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from experiments import errors
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -242,9 +245,9 @@ def main(argv):
     del argv
     unknown = [r for r in FLAGS.rows if r not in ROWS]
     if unknown:
-        raise app.UsageError(f"Unknown rows {unknown}; choose from {', '.join(ROWS)}.")
-    if not FLAGS.teacher_weights or not pathlib.Path(FLAGS.teacher_weights).exists():
-        raise app.UsageError(f"--teacher_weights {FLAGS.teacher_weights!r} does not exist.")
+        raise errors.UsageError(f"--rows: unknown rows {unknown}; choose from {', '.join(ROWS)}.")
+    if not pathlib.Path(FLAGS.teacher_weights).is_file():
+        raise errors.UsageError(f"--teacher_weights={FLAGS.teacher_weights!r}: no such file.")
     seeds = [int(seed) for seed in FLAGS.seeds]
     threads = max(1, (os.cpu_count() or 1) // FLAGS.parallel)
     results = {name: {} for name in FLAGS.rows}
@@ -273,4 +276,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run_app(main)

@@ -5,17 +5,26 @@ Checkpoint identity (the configuration and the SHA-256 of the model files read, 
 """
 
 import dataclasses
+import hashlib
 import json
 
 from experiments import config as config_lib
-from experiments import model_specs
 from experiments.errors import UsageError
 
 CHECKPOINT = "checkpoint.npz"
 
-def model_file_digests(config):
-    """`{flag: SHA-256}` of the model files the run reads (`RunConfig.model_files`)."""
-    return {flag: model_specs.sha256(path) for flag, path in config.model_files().items()}
+
+def model_file_digests(plan):
+    """`{flag: SHA-256}` of the model files the run reads (`Plan.files`)."""
+    return {flag: _sha256(path) for flag, path in plan.files().items()}
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_checkpoint(config, output_dir, digests):

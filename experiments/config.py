@@ -1,20 +1,18 @@
-"""The configuration of one run, its absl flags, and its validation.
+"""The configuration of one run: its fields (one absl flag each) and their one validation.
 
-Validation happens before any data is read or any model is built, in two
-passes: `check_values` needs nothing but the standard library (so a mistyped
-number fails before TensorFlow is even imported) and `check_names` reads the
-model and method registries.
+`RunConfig.validate` checks every field once, before any data is read or any
+model built: numbers, choices and paths first, then the names against the model
+and method registries. It returns a `Plan`, the model flags parsed into
+`ModelSpec`s and the methods resolved to their classes, which the run passes on.
 """
 
 import dataclasses
-import json
 import math
-import os
 import pathlib
 import tempfile
 
-from experiments import model_specs
 from experiments.errors import UsageError
+from experiments.model_specs import ACCEPTED, ModelSpec
 
 MODES = ("teacher", "student", "distill")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -43,7 +41,7 @@ def _field(default, help, choices=None, **kwargs):  # noqa: A002 - absl's name f
     """A `RunConfig` field and its flag: the default, the help, the accepted values.
 
     `choices` of a `str` field makes an enum flag; with `comma_separated=True` the
-    value is a comma-separated list of `choices` (checked by `check_values`).
+    value is a comma-separated list of `choices` (checked by `RunConfig.validate`).
     """
     metadata = {"help": help, "choices": choices, **kwargs}
     if isinstance(default, dict):
@@ -128,23 +126,38 @@ class RunConfig:
                           "and tracebacks of errors (as `KERASDISTILL_VERBOSE=1`).")
 
     def validate(self):
-        """Raises `UsageError` (a `ValueError`) naming the first bad field."""
-        check_values(self)
-        check_names(self)
+        """Checks every field, once, before any data is read or any model built.
+
+        Numbers, choices and paths are checked first (no TensorFlow), then the
+        model and method names against their registries. The methods'
+        arguments are the methods' to check, when they are built
+        (`trainer.build_methods`).
+
+        Returns:
+            The run's `Plan`.
+
+        Raises:
+            UsageError: Naming the first bad value and what is accepted.
+        """
+        _check_values(self)
+        trained = self.trained_role()
+        if not getattr(self, trained):
+            raise UsageError(f"--mode={self.mode} needs --{trained} ({ACCEPTED}).")
+        model = ModelSpec(trained, getattr(self, trained))
+        teacher = None
+        if self.mode == "distill":
+            _check_method_kwargs(self)
+            teacher = ModelSpec("teacher", self.teacher, weights=self.teacher_weights)
+        specs = [model] if teacher is None else [model, teacher]
+        for spec in specs:
+            spec.check()
+        for spec in specs:
+            spec.check_name()
+        return Plan(model=model, teacher=teacher, methods=_resolve_methods(self))
 
     def trained_role(self):
         """The flag naming the model this run trains: `teacher` in teacher mode, else `student`."""
         return "teacher" if self.mode == "teacher" else "student"
-
-    def model_files(self):
-        """`{flag: path}` of the model files the run reads: the teacher file, a `.keras` model."""
-        files = {}
-        trained = self.trained_role()
-        if model_specs.kind(getattr(self, trained)) == model_specs.FILE:
-            files[trained] = getattr(self, trained)
-        if self.mode == "distill":
-            files["teacher_weights"] = self.teacher_weights
-        return files
 
     def method_names(self):
         """The comma-separated `method` field as a list (`"kd,msdcrd"`)."""
@@ -172,15 +185,33 @@ def _number(name, value, low, high=math.inf, low_inclusive=True, kind=(int, floa
         raise UsageError(f"--{name}={value!r} is not accepted; it must be a finite number {bound}.")
 
 
-def check_values(config):
-    """Checks choices and numbers of `config`; needs no TensorFlow.
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What `RunConfig.validate` returns: the models and methods of a run, each resolved once.
 
-    Args:
-        config: A `RunConfig`.
-
-    Raises:
-        UsageError: Naming the bad value and what is accepted.
+    Attributes:
+        model: The `ModelSpec` of the model the run trains (`--teacher` in
+            teacher mode, else `--student`).
+        teacher: The `ModelSpec` of distill mode's teacher (`--teacher` and
+            `--teacher_weights`), else None.
+        methods: `(name, class, kwargs)` per `--method` name, in order
+            (distill mode; kwargs from `--method_kwargs`).
     """
+
+    model: ModelSpec
+    teacher: ModelSpec = None
+    methods: tuple = ()
+
+    def files(self):
+        """`{flag: path}` of the model files the run reads (their SHA-256 go in its checkpoint)."""
+        files = dict(self.model.files())
+        if self.teacher is not None:
+            files.update(self.teacher.files())
+        return files
+
+
+def _check_values(config):
+    """Checks the choices and numbers of `config`; needs no TensorFlow."""
     for field in dataclasses.fields(config):
         choices, value = field.metadata.get("choices"), getattr(config, field.name)
         if choices and field.metadata.get("comma_separated"):
@@ -207,12 +238,10 @@ def check_values(config):
             f"(got --lr_schedule={config.lr_schedule!r})."
         )
     _number("ce_weight", config.ce_weight, 0)
-    trained = config.trained_role()
-    if not getattr(config, trained):
-        raise UsageError(f"--mode={config.mode} needs --{trained} ({model_specs.ACCEPTED}).")
-    model_specs.check_path(trained, getattr(config, trained))
-    if config.mode != "distill":
-        return
+
+
+def _check_method_kwargs(config):
+    """Checks that `--method` names methods and `--method_kwargs` is `{method: {arg: value}}`."""
     if not config.method_names():
         raise UsageError("--method is empty; name at least one method, e.g. --method=kd.")
     if not isinstance(config.method_kwargs, dict):
@@ -230,48 +259,21 @@ def check_values(config):
             raise UsageError(
                 f"--method_kwargs[{method!r}] must be a JSON object of arguments, got {kwargs!r}."
             )
-    if not config.teacher_weights:
-        raise UsageError("--mode=distill needs --teacher_weights (a trained teacher file).")
-    if not pathlib.Path(config.teacher_weights).is_file():
-        raise UsageError(f"--teacher_weights={config.teacher_weights!r}: no such file.")
-    if model_specs.kind(config.teacher) == model_specs.FILE:
-        same = pathlib.Path(config.teacher).is_file() and os.path.samefile(
-            config.teacher, config.teacher_weights
-        )
-        if not same:
-            raise UsageError(
-                f"--teacher={config.teacher!r} is another file than --teacher_weights="
-                f"{config.teacher_weights!r}; the teacher is --teacher_weights: pass --teacher= "
-                "(empty) or the same file."
-            )
-    elif config.teacher:
-        model_specs.check_path("teacher", config.teacher)
 
 
-def check_names(config):
-    """Checks the model and method names against the registries.
-
-    The methods' arguments are the methods' to check: `runner.build_methods`
-    builds each method once and reports its error in one line.
-
-    Args:
-        config: A `RunConfig` that passed `check_values`.
-
-    Raises:
-        UsageError: Naming the bad name and the closest accepted one.
-    """
+def _resolve_methods(config):
+    """`((name, class, kwargs), ...)` of the `--method` names; () outside distill mode."""
+    if config.mode != "distill":
+        return ()
     from kerasdistill import methods
 
-    model_specs.check_name(config.trained_role(), getattr(config, config.trained_role()))
-    if config.mode == "distill" and config.teacher:
-        model_specs.check_name("teacher", config.teacher)
-    if config.mode != "distill":
-        return
+    resolved = []
     for name in config.method_names():
         try:
-            methods.method_class(name)
+            resolved.append((name, methods.method_class(name), config.method_kwargs.get(name, {})))
         except ValueError as error:
             raise UsageError(f"--method={config.method!r}: {error}") from error
+    return tuple(resolved)
 
 
 def check_output_dir(path):
@@ -289,23 +291,6 @@ def check_output_dir(path):
         raise UsageError(
             f"--output_dir={str(path)!r} cannot be written ({error.strerror or error}); "
             "pick a writable directory."
-        ) from error
-
-
-def parse_method_kwargs(text):
-    """Parses the `--method_kwargs` JSON text.
-
-    Raises:
-        UsageError: When `text` is not valid JSON.
-    """
-    if not text:
-        return {}
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UsageError(
-            f"--method_kwargs is not valid JSON ({error.msg} at character {error.pos}): {text!r}. "
-            'Expected e.g. {"kd": {"temperature": 4.0}}.'
         ) from error
 
 

@@ -86,11 +86,7 @@ def run_app(main, argv=None):
     from absl import app
 
     argv = sys.argv if argv is None else argv
-
-    def guarded_main(remaining):
-        try:
-            return main(remaining)
-        except Exception as error:  # noqa: BLE001 - report() re-raises what is a bug.
-            report(error, argv)
-
-    app.run(guarded_main, argv=argv, flags_parser=parse_flags)
+    try:
+        app.run(main, argv=argv, flags_parser=parse_flags)
+    except Exception as error:  # noqa: BLE001 - report() re-raises what is a bug.
+        report(error, argv)

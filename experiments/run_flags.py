@@ -10,6 +10,7 @@ import dataclasses
 import json
 
 from experiments import config as config_lib
+from experiments.errors import UsageError
 
 _DEFINE = {str: "DEFINE_string", int: "DEFINE_integer", float: "DEFINE_float",
            bool: "DEFINE_bool", dict: "DEFINE_string"}
@@ -37,12 +38,22 @@ def define_flags(flags_module, defaults=None):
 
 
 def config_from_flags(flag_values):
-    """Builds a `RunConfig` from the parsed flags of the same names (`--method_kwargs` as JSON)."""
+    """Builds a `RunConfig` from the parsed flags of the same names (`--method_kwargs` as JSON).
+
+    Raises:
+        UsageError: When `--method_kwargs` is not valid JSON.
+    """
     kwargs = {}
     for field in dataclasses.fields(config_lib.RunConfig):
         value = flag_values[field.name].value
         if field.type is dict:
-            value = config_lib.parse_method_kwargs(value)
+            try:
+                value = json.loads(value) if value else {}
+            except json.JSONDecodeError as error:
+                raise UsageError(
+                    f"--{field.name} is not valid JSON ({error.msg} at character {error.pos}): "
+                    f'{value!r}. Expected e.g. {{"kd": {{"temperature": 4.0}}}}.'
+                ) from error
         kwargs[field.name] = value
     return config_lib.RunConfig(**kwargs)
 

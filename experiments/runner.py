@@ -30,16 +30,15 @@ from experiments import config as config_lib
 from experiments.artifacts import export
 from experiments.config import RunConfig
 from experiments.pipelines import load_dataset
-from experiments.trainer import build_methods, check_replica_batch  # noqa: F401 - API
 
-__all__ = ["RunConfig", "build_methods", "check_replica_batch", "export", "load_dataset", "run"]
+__all__ = ["RunConfig", "export", "load_dataset", "run"]
 
 
 def run(config, extra_callbacks=()):
     """Trains, evaluates and exports one model as `config` says.
 
-    Every check of the configuration runs before any data is read or model
-    built. Started again on the same output directory, the run resumes from
+    The configuration is validated once (`RunConfig.validate`), before any
+    data is read or model built. Started again on the same output directory, the run resumes from
     its checkpoint.
 
     With `--strategy=multi_worker`, every worker of the cluster in `TF_CONFIG`
@@ -61,20 +60,20 @@ def run(config, extra_callbacks=()):
         kerasdistill.training.callbacks.TrainingDiverged: When a loss term
             became non-finite; the last good checkpoint is kept.
     """
-    config.validate()
+    plan = config.validate()
     run_dir = pathlib.Path(config.output_dir)
     config_lib.check_output_dir(run_dir)
-    digests = artifacts.model_file_digests(config)
+    digests = artifacts.model_file_digests(plan)
     artifacts.check_checkpoint(config, run_dir, digests)
     strategy = trainer.set_up_runtime(config)
-    check_replica_batch(config, strategy.num_replicas_in_sync)
+    trainer.check_replica_batch(config, plan.methods, strategy.num_replicas_in_sync)
     pipeline = pipelines.for_config(config)
     with _writable_dir(strategy, run_dir) as output_dir:
         dataset = load_dataset(config, output_dir, pipeline)
         steps = trainer.steps_per_epoch(config, dataset)
         metrics = {}
         with strategy.scope():
-            models = trainer.build_models(config, dataset, pipeline, steps)
+            models = trainer.build_models(config, plan, dataset, pipeline, steps)
             trainer.compile_model(config, models, steps)
             start_step = trainer.resume(models.fitted, run_dir)
             if models.teacher is not None:

@@ -13,6 +13,7 @@ from experiments import model_specs
 from experiments.artifacts import CHECKPOINT
 from experiments.errors import RunInterrupted, UsageError
 
+
 @dataclasses.dataclass
 class Models:
     """What `build_models` returns.
@@ -49,8 +50,13 @@ def set_up_runtime(config):
     return strategy
 
 
-def check_replica_batch(config, num_replicas):
+def check_replica_batch(config, methods, num_replicas):
     """Checks that the global batch splits over the replicas into batches the methods can use.
+
+    Args:
+        config: The `RunConfig`.
+        methods: `Plan.methods`: `(name, class, kwargs)` per method.
+        num_replicas: The strategy's replicas.
 
     Raises:
         UsageError: When it does not split evenly, or leaves an in-batch
@@ -61,13 +67,8 @@ def check_replica_batch(config, num_replicas):
             f"--batch_size={config.batch_size} (the global batch) must be a multiple of the "
             f"{num_replicas} replicas."
         )
-    if config.mode != "distill":
-        return
-    from kerasdistill import methods
-
     per_replica = config.batch_size // num_replicas
-    needs = {m: getattr(methods.method_class(m), "min_batch_per_replica", 1)
-             for m in config.method_names()}
+    needs = {name: cls.min_batch_per_replica for name, cls, _ in methods}
     short = sorted(m for m, least in needs.items() if per_replica < least)
     if short:
         raise UsageError(
@@ -91,52 +92,89 @@ def steps_per_epoch(config, dataset):
     return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
 
 
-def build_methods(config, dataset, steps_per_epoch):
-    """Instantiates the configured methods, giving each what it needs of the data.
+def build_methods(methods):
+    """Instantiates the run's methods, each checking its own arguments.
+
+    A method argument travels from the command line to its method in 8 calls,
+    counted from the flag parse: `--method_kwargs='{"msdcrd": {"temperature": 0.2}}'`
+    lands on its flag in 1 `errors.parse_flags`, then 2 `cli.main` ->
+    3 `run_flags.config_from_flags` (`json.loads`) -> 4 `runner.run` ->
+    5 `RunConfig.validate` (the JSON's structure checked, `MSDCRD` resolved into
+    `Plan.methods`) -> 6 `build_models` -> 7 `build_methods` -> 8 `MSDCRD.__init__`,
+    which checks the value.
+
+    Args:
+        methods: `Plan.methods`: `(name, class, kwargs)` per method.
+
+    Returns:
+        The methods, in order. What they need of the training set they take in
+        `set_up`, from the Distiller's `training_data` (`build_models`).
 
     Raises:
         UsageError: When a method rejects its `--method_kwargs`.
     """
-    from kerasdistill import methods
-
-    needs_labels = any(methods.method_class(m).uses_sample_indices for m in config.method_names())
-    training_data = methods.TrainingData(
-        train_labels=dataset.train_labels() if needs_labels else None,
-        steps_per_epoch=steps_per_epoch,
-    )
     built = []
-    for name in config.method_names():
-        kwargs = config.method_kwargs.get(name, {})
+    for name, cls, kwargs in methods:
         try:
-            built.append(methods.get(name, data=training_data, **kwargs))
+            built.append(cls(**kwargs))
         except (TypeError, ValueError) as error:  # The method's own check of its arguments.
             raise UsageError(f"--method_kwargs {name} {json.dumps(kwargs)}: {error}") from error
     return built
 
 
-def build_models(config, dataset, pipeline, steps):
+def training_data(method_list, dataset, steps_per_epoch):
+    """The `TrainingData` of `dataset`: the labels only when a method `needs` them.
+
+    Args:
+        method_list: The built methods.
+        dataset: The run's `kerasdistill.data.Dataset`.
+        steps_per_epoch: Training steps per epoch.
+
+    Returns:
+        A `kerasdistill.methods.TrainingData`.
+    """
+    from kerasdistill import methods
+
+    needs_labels = any("train_labels" in method.needs for method in method_list)
+    return methods.TrainingData(
+        train_labels=dataset.train_labels() if needs_labels else None,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def build_models(config, plan, dataset, pipeline, steps):
     """Builds the model to train, then in distill mode loads the teacher and builds the methods.
 
     The order (student, teacher, methods) fixes what the seeded initializers draw.
     Both models take the pipeline's unnormalized images: each is put behind
     `model_specs.normalizing` with the dataset's statistics.
+
+    Args:
+        config: The `RunConfig`.
+        plan: Its `Plan` (`RunConfig.validate`).
+        dataset: The run's `kerasdistill.data.Dataset`.
+        pipeline: The run's `pipelines.Pipeline`.
+        steps: Training steps per epoch.
+
+    Returns:
+        The `Models`.
+
+    Raises:
+        UsageError: When a model cannot be built or loaded for the dataset, a
+            method rejects its arguments, or the methods cannot read the models.
     """
     import kerasdistill
-    from experiments.teacher import load_teacher
     from kerasdistill.training import distribute
 
-    role = config.trained_role()
     shape = pipeline.image_shape
-    trained = model_specs.build(role, getattr(config, role), dataset.num_classes, shape)
+    trained = plan.model.build(dataset.num_classes, shape)
     if config.sync_batchnorm:
         trained = distribute.synchronized_batchnorm(trained)
     trained = model_specs.normalizing(trained, dataset)
     if config.mode != "distill":
         return Models(fitted=trained, trained=trained)
-    teacher = model_specs.normalizing(
-        load_teacher(config.teacher, config.teacher_weights, dataset.num_classes, shape), dataset
-    )
-    method_list = build_methods(config, dataset, steps)
+    teacher = model_specs.normalizing(plan.teacher.load(dataset.num_classes, shape), dataset)
+    method_list = build_methods(plan.methods)
     try:
         distiller = kerasdistill.Distiller(
             teacher,
@@ -144,6 +182,7 @@ def build_models(config, dataset, pipeline, steps):
             method_list,
             ce_weight=config.ce_weight,
             label_smoothing=config.label_smoothing,
+            training_data=training_data(method_list, dataset, steps),
         )
     except ValueError as error:  # A tap the models lack, or shapes a method cannot pair.
         raise UsageError(f"--method={config.method!r} with --method_kwargs: {error}") from error
@@ -237,7 +276,6 @@ def make_callbacks(config, output_dir, checkpointer, extra_callbacks):
     return [
         callbacks.StopOnNonFiniteLoss(),
         checkpointer,
-        callbacks.ValidationLogFilter(),
         callbacks.ThroughputLogger(config.batch_size),
         keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), write_graph=False),

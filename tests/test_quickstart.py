@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from experiments import model_specs
-from experiments.teacher import load_teacher
+from experiments.model_specs import ModelSpec
 from kerasdistill import data
 from tests.conftest import REPO
 from tests.experiments.test_script_errors import _noise
@@ -105,7 +105,9 @@ def test_shipped_teacher_keeps_its_accuracy_on_pixels_behind_the_runs_normalizat
     """The run feeds [0, 255] pixels and puts the dataset's normalization before the teacher."""
     record = json.loads(TEACHER.with_suffix(".json").read_text())
     dataset = data.load(str(MINI))
-    teacher = load_teacher("resnet20", str(TEACHER), dataset.num_classes, (32, 32, 3))
+    teacher = ModelSpec("teacher", "resnet20", weights=str(TEACHER)).load(
+        dataset.num_classes, (32, 32, 3)
+    )
     wrapped = model_specs.normalizing(teacher, dataset)
     pixels = data.eval_pipeline(dataset, normalize=False)
     images = np.concatenate([x.numpy() for x, _ in pixels])

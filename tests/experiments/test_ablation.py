@@ -6,7 +6,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from experiments import ablation, runner
+from experiments import ablation, errors, trainer
 from experiments import config as run_config
 from kerasdistill import methods
 
@@ -54,13 +54,6 @@ def test_report_only_reads_finished_runs_and_compares_each_row_with_its_own_base
     assert not list(tmp_path.glob("*/seed_*/log.txt")), "report_only must not run anything"
 
 
-class _TrainLabels:
-    """The one part of a dataset that building the methods reads."""
-
-    def train_labels(self):
-        return [0, 1, 2, 3] * 8
-
-
 @pytest.mark.parametrize(
     "row", sorted(name for name, (_, spec) in ablation.ROWS.items() if "method" in spec)
 )
@@ -73,20 +66,29 @@ def test_every_row_builds_its_methods_with_the_options_it_names(row, tmp_path):
         command = ablation.row_command(row, seed=0)
     args = dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--"))
     config = run_config.RunConfig(
-        method=args["method"],
-        method_kwargs=run_config.parse_method_kwargs(args["method_kwargs"]),
+        method=args["method"], method_kwargs=json.loads(args["method_kwargs"]),
         teacher_weights=args["teacher_weights"],
     )
-    run_config.check_values(config)
-    run_config.check_names(config)
-    steps_per_epoch = 120
-    [method] = runner.build_methods(config, _TrainLabels(), steps_per_epoch=steps_per_epoch)
+    [method] = trainer.build_methods(config.validate().methods)
     assert type(method) is methods.method_class(spec["method"])
     assert float(args["ce_weight"]) == spec.get("ce_weight", 1.0)
     options = dict(spec.get("msdcrd", spec.get("kwargs", {}).get(spec["method"], {})))
-    if "warmup_epochs" in options:  # DKD takes its warm-up in epochs, keeps it in steps.
-        options["warmup_steps"] = int(options.pop("warmup_epochs") * steps_per_epoch)
     built = json.loads(json.dumps({key: method.get_config()[key] for key in options}))
     assert built == options
-    if spec["method"] == "dkd":
-        assert built["warmup_steps"] == 10  # 1/12 of a 120-step epoch.
+
+
+def test_a_mistake_in_the_flags_ends_with_one_line_and_status_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(errors.VERBOSE_ENV, raising=False)
+    with flagsaver.flagsaver(), pytest.raises(SystemExit) as exit_info:
+        errors.run_app(ablation.main, ["ablation", "--rows=kd,nope",
+                                       f"--teacher_weights={tmp_path / 'none.keras'}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: --rows: unknown rows ['nope']; choose from {', '.join(ablation.ROWS)}.\n"
+    )
+    with flagsaver.flagsaver(), pytest.raises(SystemExit) as exit_info:
+        errors.run_app(ablation.main, ["ablation", f"--teacher_weights={tmp_path / 'none.keras'}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: --teacher_weights={str(tmp_path / 'none.keras')!r}: no such file.\n"
+    )

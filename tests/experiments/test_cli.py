@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import REPO
 
-# Integration tier: each test runs a script in a subprocess (the messages are
-# checked in process by tests/experiments/test_config.py).
+# Integration tier: each test runs a script in a subprocess (the messages are checked in
+# process by test_config.py, test_model_specs.py and test_errors.py).
 pytestmark = pytest.mark.integration
 
 SCRIPT = REPO / "experiments" / "cifar100.py"
@@ -116,11 +116,11 @@ def test_teacher_and_teacher_weights_naming_two_files_are_refused(tmp_path, smal
 
 
 def test_script_distils_a_keras_file_student_from_an_application_teacher(tiny_folder, tmp_path):
-    from experiments import model_specs
+    from experiments.model_specs import ModelSpec
     from tests.experiments.conftest import small_cnn
 
     teacher = tmp_path / "teacher.weights.h5"
-    model_specs.build("teacher", "keras.applications.MobileNetV2", 2, (32, 32, 3)).save_weights(
+    ModelSpec("teacher", "keras.applications.MobileNetV2").build(2, (32, 32, 3)).save_weights(
         teacher
     )
     student = tmp_path / "student.keras"

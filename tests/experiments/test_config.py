@@ -1,11 +1,15 @@
-"""Configuration mistakes are refused before any work, naming the value and what is accepted."""
+"""Configuration mistakes are refused by `RunConfig.validate`, before any work, in one line
+naming the value and what is accepted."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from experiments import config as config_lib
+from experiments import run_flags, trainer
 from experiments.errors import UsageError
+from experiments.model_specs import ModelSpec
 
 
 def _distill(tmp_path, **overrides):
@@ -45,11 +49,16 @@ def _distill(tmp_path, **overrides):
         ({"mode": "teacher", "teacher": ""}, r"^--mode=teacher needs --teacher \(a zoo name"),
         ({"teacher": "runs/teacher.h5"}, r"^--teacher='runs/teacher.h5' is not a .keras model "
          r"file; expected a zoo name, keras.applications.<Name> or a path to a .keras file"),
+        ({"student": "runs/none/model.keras"}, r"^--student='runs/none/model.keras': no such file; "
+         r"expected a zoo name, keras.applications.<Name> or a path to a .keras file.$"),
+        ({"student": "runs/none/model.h5"}, r"^--student='runs/none/model.h5' is not a .keras "
+         r"model file; expected a zoo name, keras.applications.<Name> or a path to a .keras file "
+         r"\(re-save an HDF5 or SavedModel model with model.save\('model.keras'\)\).$"),
     ],
 )
-def test_impossible_values_fail_without_tensorflow(tmp_path, overrides, message):
+def test_impossible_values_are_refused(tmp_path, overrides, message):
     with pytest.raises(UsageError, match=message):
-        config_lib.check_values(_distill(tmp_path, **overrides))
+        _distill(tmp_path, **overrides).validate()
 
 
 @pytest.mark.parametrize(
@@ -57,7 +66,13 @@ def test_impossible_values_fail_without_tensorflow(tmp_path, overrides, message)
     [
         ({"student": "resnet9"}, r"Unknown student model 'resnet9'. Did you mean 'resnet8'\?"),
         ({"teacher": "wrn_40"}, r"Unknown teacher model 'wrn_40'.*Accepted: .*wrn_40_2"),
-        ({"method": "kd,msdcr"}, r"Unknown method 'msdcr'. Did you mean 'msdcrd'\?"),
+        ({"method": "kd,msdcr"}, r"^--method='kd,msdcr': Unknown method 'msdcr'. Did you mean "
+         r"'msdcrd'\? Available methods: "),
+        ({"student": "keras.applications.MobileNetV3Smal"}, r"^Unknown student model "
+         r"'keras.applications.MobileNetV3Smal'. Did you mean "
+         r"'keras.applications.MobileNetV3Small' or "),
+        ({"student": "MobileNetV3Small"}, r"^Unknown student model 'MobileNetV3Small'. Did you "
+         r"mean 'keras.applications.MobileNetV3Small'\? Accepted: a zoo name \("),
     ],
 )
 def test_unknown_names_suggest_the_closest(tmp_path, overrides, message):
@@ -83,8 +98,21 @@ def test_teacher_may_name_the_teacher_weights_file_itself(tmp_path):
     config.validate()
 
 
+def test_validate_parses_the_model_flags_and_resolves_the_methods_once(tmp_path):
+    from kerasdistill import methods
+
+    config = _distill(tmp_path, method="kd,dkd", method_kwargs={"dkd": {"warmup_epochs": 2}})
+    plan = config.validate()
+    assert plan.model == ModelSpec("student", "resnet8")
+    assert plan.teacher == ModelSpec("teacher", "resnet8", weights=config.teacher_weights)
+    assert plan.methods == (("kd", methods.KD, {}), ("dkd", methods.DKD, {"warmup_epochs": 2}))
+    assert plan.files() == {"teacher_weights": config.teacher_weights}
+    student = config_lib.RunConfig(mode="student", student=config.teacher_weights).validate()
+    assert (student.teacher, student.methods) == (None, ())
+    assert student.files() == {"student": config.teacher_weights}
+
+
 def test_readme_flag_table_is_the_one_the_fields_give():
-    from experiments import run_flags
     from tests.conftest import REPO
 
     readme = (REPO / "README.md").read_text()
@@ -95,18 +123,24 @@ def test_readme_flag_table_is_the_one_the_fields_give():
     assert rows == [f"--{field.name}" for field in dataclasses.fields(config_lib.RunConfig)]
 
 
+class _Definer:
+    """Lets run_flags.define_flags register flags on a private FlagValues."""
+
+    def __init__(self, values):
+        self._values = values
+
+    def __getattr__(self, name):
+        from absl import flags
+
+        function = getattr(flags, name)
+        return lambda *args, **kwargs: function(*args, flag_values=self._values, **kwargs)
+
+
 def test_flags_take_name_default_help_and_choices_from_the_fields():
     from absl import flags
 
-    from experiments import run_flags
-
     values = flags.FlagValues()
-
-    class _Definer:
-        def __getattr__(self, name):
-            return lambda *a, **k: getattr(flags, name)(*a, flag_values=values, **k)
-
-    run_flags.define_flags(_Definer(), defaults={"epochs": 7})
+    run_flags.define_flags(_Definer(values), defaults={"epochs": 7})
     for field in dataclasses.fields(config_lib.RunConfig):
         assert field.metadata["help"] in values[field.name].help, field.name
     assert values["epochs"].default == 7 and values["lr"].default == 0.05
@@ -114,13 +148,6 @@ def test_flags_take_name_default_help_and_choices_from_the_fields():
     values(["prog", "--method_kwargs={\"kd\": {\"weight\": 0.5}}", "--export=keras"])
     config = run_flags.config_from_flags(values)
     assert config.method_kwargs == {"kd": {"weight": 0.5}} and config.epochs == 7
-
-
-class _TrainLabels:
-    """The one part of a dataset that building the methods reads."""
-
-    def train_labels(self):
-        return [0, 1, 2, 3] * 8
 
 
 @pytest.mark.parametrize(
@@ -133,12 +160,9 @@ class _TrainLabels:
     ],
 )
 def test_each_method_checks_its_own_arguments_once(tmp_path, method_kwargs, message):
-    from experiments import runner
-
-    config = _distill(tmp_path, method_kwargs=method_kwargs)
-    config.validate()  # Names only: the arguments are the method's to check.
+    plan = _distill(tmp_path, method_kwargs=method_kwargs).validate()
     with pytest.raises(UsageError, match=message):
-        runner.build_methods(config, _TrainLabels(), steps_per_epoch=10)
+        trainer.build_methods(plan.methods)
 
 
 @pytest.mark.parametrize(
@@ -147,27 +171,48 @@ def test_each_method_checks_its_own_arguments_once(tmp_path, method_kwargs, mess
      ("dkd", "alpha", "tckd_weight"), ("dkd", "beta", "nckd_weight")],
 )
 def test_a_former_argument_name_names_its_replacement(tmp_path, method, former, name):
-    from experiments import runner
-
-    config = _distill(tmp_path, method=method, method_kwargs={method: {former: 1.0}})
-    config.validate()
+    plan = _distill(tmp_path, method=method, method_kwargs={method: {former: 1.0}}).validate()
     with pytest.raises(UsageError, match=rf"^--method_kwargs {method} .*unexpected argument "
                                          rf"'{former}'; did you mean '{name}'\?"):
-        runner.build_methods(config, _TrainLabels(), steps_per_epoch=10)
+        trainer.build_methods(plan.methods)
 
 
-def test_dkd_accepts_warmup_epochs(tmp_path):
-    from experiments import runner
+class _Dataset:
+    """The one part of a dataset that the methods' training data reads."""
 
-    config = _distill(tmp_path, method="dkd", method_kwargs={"dkd": {"warmup_epochs": 20}})
-    config.validate()
-    [dkd] = runner.build_methods(config, _TrainLabels(), steps_per_epoch=10)
-    assert dkd.get_config()["warmup_steps"] == 200
+    def train_labels(self):
+        return np.arange(32) % 4
 
 
-def test_malformed_method_kwargs_json_names_the_flag():
-    with pytest.raises(UsageError, match=r"--method_kwargs is not valid JSON .* '\{\"kd\": \{'"):
-        config_lib.parse_method_kwargs('{"kd": {')
+def test_methods_get_the_training_data_they_need(tmp_path):
+    plan = _distill(tmp_path, method="dkd,crd",
+                    method_kwargs={"dkd": {"warmup_epochs": 20}}).validate()
+    dkd, crd = trainer.build_methods(plan.methods)
+    data = trainer.training_data([dkd, crd], _Dataset(), steps_per_epoch=10)
+    np.testing.assert_array_equal(data.train_labels, np.arange(32) % 4)
+    assert data.steps_per_epoch == 10
+    dkd.set_up(data)
+    assert dkd.warmup_steps == 200 and dkd.get_config()["warmup_epochs"] == 20
+    assert trainer.training_data([dkd], _Dataset(), 10).train_labels is None
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"kd": {', r"^--method_kwargs is not valid JSON \(Expecting property name enclosed in "
+         r"double quotes at character 8\): '\{\"kd\": \{'. Expected e.g. "),
+        ("[1]", r"^--method_kwargs must be a JSON object \{method: \{argument: value\}\}, "
+         r"got \[1\].$"),
+    ],
+)
+def test_malformed_method_kwargs_names_the_flag(text, message):
+    from absl import flags
+
+    values = flags.FlagValues()
+    run_flags.define_flags(_Definer(values))
+    values(["prog", f"--method_kwargs={text}", "--teacher_weights=t.keras"])
+    with pytest.raises(UsageError, match=message):
+        run_flags.config_from_flags(values).validate()
 
 
 def test_unwritable_output_dir_is_refused(tmp_path):
@@ -194,9 +239,18 @@ def test_only_resumable_fields_may_change():
 def test_batch_must_give_each_replica_two_samples_for_contrastive_methods(
     tmp_path, batch_size, replicas, message
 ):
-    from experiments import runner
-
     config = _distill(tmp_path, method="kd,msdcrd", batch_size=batch_size)
     with pytest.raises(UsageError, match=message):
-        runner.check_replica_batch(config, replicas)
-    runner.check_replica_batch(_distill(tmp_path, method="kd", batch_size=1), 1)
+        trainer.check_replica_batch(config, config.validate().methods, replicas)
+    config = _distill(tmp_path, method="kd", batch_size=1)
+    trainer.check_replica_batch(config, config.validate().methods, 1)
+
+
+def test_training_split_smaller_than_a_batch_is_refused(tmp_path):
+    import types
+
+    dataset = types.SimpleNamespace(name="tiny", num_train=24)
+    with pytest.raises(UsageError, match=r"^The training split of tiny has 24 examples, fewer "
+                       r"than one batch \(--batch_size=100\); lower --batch_size.$"):
+        trainer.steps_per_epoch(_distill(tmp_path, batch_size=100), dataset)
+    assert trainer.steps_per_epoch(_distill(tmp_path, batch_size=8, steps_per_epoch=2), dataset) == 2

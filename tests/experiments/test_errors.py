@@ -1,8 +1,9 @@
 """The one-line error report of the scripts, by error type."""
 
 import pytest
+from absl import flags
 
-from experiments import errors
+from experiments import errors, run_flags
 from kerasdistill.training.callbacks import TrainingDiverged
 
 
@@ -36,3 +37,51 @@ def test_verbose_flag_adds_the_traceback(capsys, monkeypatch):
 def test_other_errors_are_bugs_and_keep_their_traceback():
     with pytest.raises(KeyError):
         errors.report(KeyError("x"))
+
+
+class _Definer:
+    """Lets run_flags.define_flags register flags on a private FlagValues."""
+
+    def __init__(self, values):
+        self._values = values
+
+    def __getattr__(self, name):
+        function = getattr(flags, name)
+        return lambda *args, **kwargs: function(*args, flag_values=self._values, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs=ten"], "error: flag --epochs=ten: invalid literal for int() with base 10: "
+         "'ten'\n"),
+        (["--mode=teach"], "error: flag --mode=teach: value should be one of "
+         "<teacher|student|distill>\n"),
+        (["--epoch=3"], "error: Unknown command line flag 'epoch'. Did you mean: epochs ?\n"),
+    ],
+)
+def test_flag_parsing_errors_print_one_line_and_exit_2(capsys, monkeypatch, args, message):
+    monkeypatch.delenv(errors.VERBOSE_ENV, raising=False)
+    values = flags.FlagValues()
+    run_flags.define_flags(_Definer(values))
+    with pytest.raises(flags.Error) as parse_error:
+        values(["prog", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        errors.report(parse_error.value, argv=["prog", *args])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == message
+
+
+def test_run_app_reports_what_main_raises_in_one_line(capsys, monkeypatch):
+    monkeypatch.delenv(errors.VERBOSE_ENV, raising=False)
+
+    def main(argv):
+        del argv
+        raise errors.UsageError("--lr=-1.0 is not accepted; it must be a finite number > 0.")
+
+    with pytest.raises(SystemExit) as exit_info:
+        errors.run_app(main, argv=["prog"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: --lr=-1.0 is not accepted; it must be a finite number > 0.\n"
+    )

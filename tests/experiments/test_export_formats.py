@@ -2,12 +2,15 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from experiments import runner
 from kerasdistill import data, models
 
 
+@pytest.mark.integration  # Two TFLite conversions.
+@pytest.mark.integration  # Two TFLite conversions of a resnet8: about 10 s.
 def test_tflite_entries_write_float_and_dynamic_int8_files(tmp_path):
     inputs = keras.Input((32, 32, 3))
     inner = models.get("resnet8", num_classes=2)

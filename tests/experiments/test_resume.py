@@ -1,4 +1,8 @@
-"""Crashes and interruptions: atomic checkpoints, exact resumption, SIGTERM, divergence."""
+"""Crashes and interruptions: atomic checkpoints, exact resumption, SIGTERM, divergence.
+
+The complete runs (resumed, interrupted, diverging) are in the integration tier; the
+checkpoint's names and the refusal of another run's checkpoint are unit tests.
+"""
 
 import os
 import signal
@@ -49,6 +53,7 @@ def uninterrupted(tiny_folder, tmp_path_factory):
     return _weights(out)
 
 
+@pytest.mark.integration  # Complete runs.
 def test_deterministic_runs_give_identical_weights(tiny_folder, tmp_path, uninterrupted):
     runner.run(tiny_config(tiny_folder, tmp_path, **RESUMABLE))
     _assert_same_weights(_weights(tmp_path), uninterrupted)
@@ -76,6 +81,7 @@ def test_sigkill_mid_epoch_then_restart_ends_with_the_same_weights(
     assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]
 
 
+@pytest.mark.integration  # Complete runs.
 def test_sigterm_saves_a_checkpoint_and_stops_then_resumes_exactly(
     tiny_folder, tmp_path, uninterrupted
 ):
@@ -90,6 +96,7 @@ def test_sigterm_saves_a_checkpoint_and_stops_then_resumes_exactly(
     _assert_same_weights(_weights(tmp_path), uninterrupted)
 
 
+@pytest.mark.integration  # Complete runs.
 def test_a_distill_run_resumes_exactly(tiny_folder, teacher_file, tmp_path):
     # The Distiller's optimizer is wrapped (non-finite steps are skipped): the wrapped
     # optimizer's slots and CRD's memory banks restore by name into a fresh process's objects.
@@ -103,6 +110,7 @@ def test_a_distill_run_resumes_exactly(tiny_folder, teacher_file, tmp_path):
     _assert_same_weights(_weights(tmp_path / "resumed"), _weights(tmp_path / "whole"))
 
 
+@pytest.mark.integration  # Complete runs.
 def test_non_finite_loss_stops_naming_step_and_term_and_keeps_last_good_checkpoint(
     tiny_folder, teacher_file, tmp_path
 ):
@@ -120,13 +128,74 @@ def test_non_finite_loss_stops_naming_step_and_term_and_keeps_last_good_checkpoi
         assert all(np.isfinite(archive[k]).all() for k in archive.files if k != "__meta__")
 
 
-def test_checkpoint_of_another_configuration_is_refused(tiny_folder, tmp_path):
-    config = tiny_config(tiny_folder, tmp_path, epochs=1, steps_per_epoch=1)
-    runner.run(config)
-    config.lr = 0.5
-    with pytest.raises(UsageError, match=r"holds the checkpoint of another configuration "
-                       r"\(lr=0.01 \(now 0.5\)\)"):
-        runner.run(config)
+def _distill_models(config):
+    """The compiled Distiller a run of `config` trains, on a 2-class dataset of 12 samples."""
+    import types
+
+    from experiments import pipelines, trainer
+
+    dataset = types.SimpleNamespace(
+        num_classes=2, mean=(0.5,) * 3, std=(0.25,) * 3, train_labels=lambda: np.arange(12) % 2
+    )
+    models = trainer.build_models(config, config.validate(), dataset,
+                                  pipelines.for_config(config), steps=3)
+    trainer.compile_model(config, models, steps=3)
+    return models
+
+
+def test_checkpoint_names_the_run_state_by_role_and_restores_into_a_fresh_run(
+    small_cnn_file, tmp_path
+):
+    config = tiny_config(
+        "unused", tmp_path, mode="distill", method="kd,crd", teacher="",
+        teacher_weights=str(small_cnn_file), student=str(small_cnn_file),
+        method_kwargs={"crd": {"num_negatives": 4, "feat_dim": 4}},
+    )
+    saved = _distill_models(config).fitted
+    saved.optimizer.build(saved.trainable_variables)  # As after a first step.
+    teacher = {id(v) for v in saved.teacher.variables}  # Frozen: reloaded from its file.
+    rng = np.random.default_rng(0)
+    for variable in saved.variables + saved.optimizer.variables:
+        if id(variable) not in teacher and variable.dtype.startswith("float"):
+            variable.assign(rng.normal(size=variable.shape).astype(variable.dtype))
+    checkpointing.save(tmp_path / "checkpoint.npz", saved, {"step": 2, "epoch": 0, "batch": 2})
+    with np.load(tmp_path / "checkpoint.npz") as archive:
+        names = set(archive.files)
+    assert {"model/training_steps", "methods/1/memory_v1", "methods/1/memory_v2",
+            "methods/1/z_v1", "methods/1/sample_labels"} <= names, sorted(names)
+    assert any(name.startswith("optimizer/inner/") for name in names)
+    assert not any("teacher" in name for name in names)  # Reloaded from its own file.
+    fresh = _distill_models(config).fitted
+    assert checkpointing.restore(tmp_path / "checkpoint.npz", fresh)["step"] == 2
+    _assert_same_weights(fresh.get_weights(), saved.get_weights())
+    _assert_same_weights([np.asarray(v) for v in fresh.optimizer.variables],
+                         [np.asarray(v) for v in saved.optimizer.variables])
+
+
+def test_checkpoint_of_another_configuration_or_model_file_is_refused(tmp_path):
+    import dataclasses
+
+    from experiments import artifacts
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    config = tiny_config("data", tmp_path, mode="distill", teacher_weights="t.keras")
+    checkpointing.save(tmp_path / artifacts.CHECKPOINT, model, {"step": 1, "epoch": 0, "batch": 1},
+                       {"config": dataclasses.asdict(config),
+                        "model_files": {"teacher_weights": "0" * 64}})
+    artifacts.check_checkpoint(config, tmp_path, {"teacher_weights": "0" * 64})
+    with pytest.raises(UsageError, match=r"^--output_dir='.*' holds the checkpoint of another "
+                       r"configuration \(lr=0.01 \(now 0.5\)\); use another --output_dir or "
+                       r"the same flags to resume.$"):
+        artifacts.check_checkpoint(dataclasses.replace(config, lr=0.5), tmp_path, {})
+    with pytest.raises(UsageError, match=r"^--output_dir='.*' holds the checkpoint of a run that "
+                       r"read other contents from --teacher_weights='t.keras' \(the file changed "
+                       r"since\); use another --output_dir, or restore the file to resume.$"):
+        artifacts.check_checkpoint(config, tmp_path, {"teacher_weights": "1" * 64})
+    # What changes only where and how a run runs may change on resumption.
+    artifacts.check_checkpoint(dataclasses.replace(config, verbose=2, export="saved_model"),
+                               tmp_path, {"teacher_weights": "0" * 64})
 
 
 def test_epoch_pipeline_is_a_function_of_seed_and_epoch_and_skips_exactly():
