@@ -5,14 +5,14 @@ matter by a genrule that runs bazel/layering_check.py over the room's sources: e
 `kerasdistill` import must name the room itself or a room in its deps, else the build fails
 with `file:line: <import>: a room outside the deps of //:kerasdistill/<room> ...`. The
 room's py_library carries the genrule's stamp in `data`, so building it (or anything that
-depends on it) runs the check. A second genrule checks that the room graph equals `ALLOWED`
-in tests/test_layering.py, and loading fails if a module of the library is in no room.
+depends on it) runs the check. Loading fails if a module of the library is in no room. The
+table of rooms is bazel/rooms.bzl, which tests/test_layering.py reads too.
 """
 
 _CHECK = "//bazel:layering_check.py"
 
 def _label(room):
-    """`models.taps` -> `:kerasdistill/models/taps`."""
+    """`models.initializers` -> `:kerasdistill/models/initializers`."""
     return ":kerasdistill/" + room.replace(".", "/")
 
 def _room_library(name, srcs, allow, deps):
@@ -22,7 +22,7 @@ def _room_library(name, srcs, allow, deps):
         name = genrule_name,
         srcs = srcs,
         outs = [name + ".layering_ok"],
-        cmd = "python3 $(execpath %s) imports --target //:%s %s $(SRCS) && touch $@" % (
+        cmd = "python3 $(execpath %s) --target //:%s %s $(SRCS) && touch $@" % (
             _CHECK,
             name,
             " ".join(["--allow=" + room for room in allow]),
@@ -37,18 +37,17 @@ def _room_library(name, srcs, allow, deps):
         deps = deps,
     )
 
-def kerasdistill_rooms(name, layers, parts, layering_test):
+def kerasdistill_rooms(name, layers, parts):
     """The library's targets: `//:<name>` (the package's __init__ and every room) and a room each.
 
     Args:
       name: "kerasdistill", the package directory; also the target of the whole library.
-      layers: room -> the rooms it may import, as in tests/test_layering.py `ALLOWED`. A room is
-        a module (`batch_keys` -> kerasdistill/batch_keys.py) or a package (`ops` -> its files);
+      layers: room -> the rooms it may import (`ROOMS` of bazel/rooms.bzl). A room is a
+        module (`distiller` -> kerasdistill/distiller.py) or a package (`ops` -> its files);
         target `//:kerasdistill/<room>`.
       parts: part -> its modules, for a part of a package room that a higher room may import
-        alone (`models.taps`): target `//:kerasdistill/models/taps`, with the package room's
-        deps; the package room depends on it.
-      layering_test: tests/test_layering.py, whose `ALLOWED` must equal `layers`.
+        alone (`models.initializers`): target `//:kerasdistill/models/initializers`, with the
+        package room's deps; the package room depends on it.
     """
     claimed = {}
     for part, modules in parts.items():
@@ -90,27 +89,12 @@ def kerasdistill_rooms(name, layers, parts, layering_test):
         if src not in claimed and src != front_door
     ]
     if unclaimed:
-        fail("%s is in no room of BUILD's kerasdistill_rooms (add its room there and to %s)" % (
-            ", ".join(unclaimed),
-            layering_test,
-        ))
-
-    native.genrule(
-        name = name + "_layering_table",
-        srcs = [layering_test],
-        outs = [name + ".layering_table_ok"],
-        cmd = "python3 $(execpath %s) table %s $(SRCS) && touch $@" % (
-            _CHECK,
-            " ".join(["--room=%s=%s" % (room, ",".join(allowed)) for room, allowed in layers.items()]),
-        ),
-        tools = [_CHECK],
-    )
+        fail("%s is in no room (add its room to ROOMS in bazel/rooms.bzl)" % ", ".join(unclaimed))
 
     # The front door (kerasdistill/__init__.py) imports the rooms it exposes; not checked.
     native.py_library(
         name = name,
         srcs = [front_door],
-        data = [":%s_layering_table" % name],
         srcs_version = "PY3",
         deps = [_label(room) for room in layers] + [_label(part) for part in parts],
     )

@@ -1,12 +1,11 @@
-"""Build-time layering checks of kerasdistill, run by the genrules of bazel/layering.bzl.
+"""Layering checks of kerasdistill: run by the genrules of bazel/layering.bzl at build time.
 
-`imports`: each `kerasdistill` import of the given source files names one of their own
-modules or a room in the target's Bazel `deps` (or a module inside one). `from M import n`
-counts as importing `M.n` (a submodule) or `M`; relative imports are resolved against the
-importing file. A violation prints `file:line: <import>: a room outside the deps of //:target`
-and exits 1, which fails `bazel build`.
-
-`table`: the room graph declared in BUILD equals `ALLOWED` in tests/test_layering.py.
+Each `kerasdistill` import of the given source files names one of their own modules or a
+room in the target's Bazel `deps` (or a module inside one). `from M import n` counts as
+importing `M.n` (a submodule) or `M`; relative imports are resolved against the importing
+file. A violation prints `file:line: <import>: a room outside the deps of //:target` and
+exits 1, which fails `bazel build`. tests/test_layering.py runs the same reading over the
+library, with the table of bazel/rooms.bzl (`read_rooms`).
 
 Standard library only: Bazel runs it with the `python3` on PATH.
 """
@@ -64,48 +63,28 @@ def offending_imports(paths, allowed):
     return found
 
 
-def _table(path):
-    """The `ALLOWED` dict literal of tests/test_layering.py."""
+def read_rooms(path):
+    """`(ROOMS, PARTS)` of bazel/rooms.bzl: dicts of lists, as BUILD loads them."""
+    found = {}
     for node in ast.parse(pathlib.Path(path).read_text()).body:
-        names = [getattr(t, "id", "") for t in getattr(node, "targets", ())]
-        if isinstance(node, ast.Assign) and "ALLOWED" in names:
-            return {room: set(rooms) for room, rooms in ast.literal_eval(node.value).items()}
-    raise SystemExit(f"{path}: no ALLOWED table")
-
-
-def _show(rooms):
-    return "no such room" if rooms is None else f"may import {sorted(rooms)}"
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if getattr(target, "id", None) in ("ROOMS", "PARTS"):
+                    found[target.id] = ast.literal_eval(node.value)
+    return found["ROOMS"], found["PARTS"]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("imports", help="check the library imports of source files")
-    check.add_argument("--target", required=True, help="the Bazel target, for the message")
-    check.add_argument("--allow", action="append", default=[], help="a room in deps (repeat)")
-    check.add_argument("files", nargs="+")
-    table = commands.add_parser("table", help="compare BUILD's room graph with the layering test")
-    table.add_argument("--room", action="append", default=[], help="room=dep,dep (repeat)")
-    table.add_argument("test_file")
+    parser.add_argument("--target", required=True, help="the Bazel target, for the message")
+    parser.add_argument("--allow", action="append", default=[], help="a room in deps (repeat)")
+    parser.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
-
-    if args.command == "imports":
-        found = offending_imports(args.files, [f"{LIBRARY}.{a}" for a in args.allow])
-        for line in found:
-            print(f"{line}: a room outside the deps of {args.target} (an upward import; it may "
-                  f"import {', '.join(args.allow) or 'no other room'})", file=sys.stderr)
-        return 1 if found else 0
-
-    declared = {}
-    for item in args.room:
-        room, _, deps = item.partition("=")
-        declared[room] = {d for d in deps.split(",") if d}
-    expected = _table(args.test_file)
-    for room in sorted(declared.keys() | expected.keys()):
-        if declared.get(room) != expected.get(room):
-            print(f"room {room}: BUILD: {_show(declared.get(room))}, "
-                  f"{args.test_file} ALLOWED: {_show(expected.get(room))}", file=sys.stderr)
-    return 0 if declared == expected else 1
+    found = offending_imports(args.files, [f"{LIBRARY}.{a}" for a in args.allow])
+    for line in found:
+        print(f"{line}: a room outside the deps of {args.target} (an upward import; it may "
+              f"import {', '.join(args.allow) or 'no other room'})", file=sys.stderr)
+    return 1 if found else 0
 
 
 if __name__ == "__main__":

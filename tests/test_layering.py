@@ -11,23 +11,10 @@ import layering_check  # noqa: E402
 
 PACKAGE = pathlib.Path(kerasdistill.__file__).parent
 
-# Each room -> the rooms of the library it may import (its own modules always).
-# `methods` reads `models.taps` only (MSDCRD finds the classifiers it projects with).
-ALLOWED = {
-    "batch_keys": (),
-    "tap_names": (),
-    "initializers": (),
-    "ops": (),
-    "data": ("batch_keys", "ops"),
-    "models": ("tap_names", "initializers"),
-    "training": ("ops",),
-    "methods": ("ops", "tap_names", "initializers", "models.taps"),
-    "input_checks": ("batch_keys",),
-    "distiller": (
-        "batch_keys", "input_checks", "methods", "models.taps", "ops", "training.callbacks",
-        "training.losses",
-    ),
-}
+# Each room -> the rooms of the library it may import (its own modules always): the table
+# Bazel builds the rooms from (bazel/rooms.bzl). `methods` reads `models.initializers`, not
+# the zoo.
+ALLOWED, _ = layering_check.read_rooms(REPO / "bazel" / "rooms.bzl")
 
 
 def _room(path):

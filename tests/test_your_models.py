@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kerasdistill
-from kerasdistill import methods, models
+from kerasdistill import methods, models, taps
 
 NUM_CLASSES = 10
 
@@ -85,30 +85,55 @@ class _Subclassed(keras.Model):
 
 
 def test_applications_taps_are_the_maps_a_person_would_pick():
-    resnet = models.resolve_taps(_resnet50(), ["feat_0", "feat_1", "feat_last", "pre_pool", "pooled"])
+    resnet = taps.resolve_taps(_resnet50(), ["feat_0", "feat_1", "feat_last", "pre_pool", "pooled"])
     assert resnet == {
         "feat_0": "conv1_relu", "feat_1": "conv2_block3_out", "feat_last": "conv5_block3_out",
         "pre_pool": "conv5_block3_out", "pooled": "avg_pool",
     }
-    # Inverted residuals: the block outputs, and pre_pool the widened map the pooling reads.
-    mobilenet = models.resolve_taps(_mobilenet_v3(), ["feat_2", "feat_last"])
-    assert mobilenet == {"feat_2": "expanded_conv_2_add", "feat_last": "expanded_conv_10_add"}
-    tapped = models.tap_model(_mobilenet_v3(), ["feat_last", "pre_pool"])
-    assert tapped.output["feat_last"].shape[1:] == (2, 2, 96)
-    assert tapped.output["pre_pool"].shape[1:] == (2, 2, 576)
-    efficientnet = models.resolve_taps(
-        keras.applications.EfficientNetB0(weights=None, input_shape=(64, 64, 3), classes=10),
-        ["feat_1", "feat_last", "pre_pool"],
+
+
+# What each tap reads in keras.applications at 64 px (the release notes' table).
+_APPLICATION_TAPS = {
+    "ResNet50": {
+        "feat_0": "conv1_relu", "feat_1": "conv2_block3_out", "feat_2": "conv3_block4_out",
+        "feat_3": "conv4_block6_out", "feat_4": "conv5_block3_out",
+        "feat_last": "conv5_block3_out", "pre_pool": "conv5_block3_out",
+    },
+    # Inverted residuals: the block outputs; pre_pool the widened map the pooling reads.
+    "MobileNetV3Small": {
+        "feat_2": "expanded_conv_2_add", "feat_last": "expanded_conv_10_add",
+    },
+    "EfficientNetB0": {
+        "feat_0": "block1a_project_bn", "feat_1": "block2b_add", "feat_2": "block3b_add",
+        "feat_3": "block5c_add", "feat_4": "block7a_project_bn",
+        "feat_last": "block7a_project_bn", "pre_pool": "top_activation",
+    },
+    "MobileNetV2": {"feat_last": "block_16_project_BN", "pre_pool": "out_relu"},
+    "MobileNet": {"feat_last": "conv_pw_13_relu", "pre_pool": "conv_pw_13_relu"},
+    "VGG16": {"feat_last": "block5_pool", "pre_pool": "block5_pool", "pooled": "flatten"},
+    "DenseNet121": {"feat_last": "relu", "pre_pool": "relu"},
+}  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", sorted(_APPLICATION_TAPS))
+def test_each_tap_of_an_application_reads_the_layer_of_the_release_notes(name):
+    model = getattr(keras.applications, name)(
+        weights=None, input_shape=(64, 64, 3), classes=NUM_CLASSES
     )
-    assert efficientnet == {
-        "feat_1": "block2b_add", "feat_last": "block7a_project_bn", "pre_pool": "top_activation"
-    }
+    expected = _APPLICATION_TAPS[name]
+    assert taps.resolve_taps(model, list(expected)) == expected
+    if name == "MobileNetV3Small":
+        # pre_pool: the hard-swish after the 1x1 widening of the last block output.
+        tapped = taps.tap_model(model, ["feat_last", "pre_pool"])
+        assert tapped.output["feat_last"].shape[1:] == (2, 2, 96)
+        assert tapped.output["pre_pool"].shape[1:] == (2, 2, 576)
 
 
 def test_softmax_head_is_read_before_the_softmax():
     model = _resnet50()
     x, _ = _data(64, n=3)
-    tapped = models.tap_model(model, ["pooled"])
+    tapped = taps.tap_model(model, ["pooled"])
     assert tapped.softmax_layer == "predictions"
     out = tapped(x, training=False)
     dense = model.get_layer("predictions")
@@ -120,9 +145,10 @@ def test_softmax_head_is_read_before_the_softmax():
         keras.ops.convert_to_numpy(keras.ops.softmax(out["logits"])), probabilities, rtol=1e-4, atol=1e-6
     )
     # MobileNetV3 ends in Activation("softmax") after its 1x1-conv classifier and a flatten.
-    assert models.tap_model(_mobilenet_v3(), []).softmax_layer == "predictions"
+    assert taps.tap_model(_mobilenet_v3(), []).softmax_layer == "predictions"
 
 
+@pytest.mark.integration
 def test_resnet50_teacher_to_mobilenet_v3_student_with_kd_and_msdcrd(caplog):
     teacher, student = _resnet50(), _mobilenet_v3(classifier_activation=None)
     with caplog.at_level("INFO", logger="kerasdistill"):
@@ -138,13 +164,17 @@ def test_resnet50_teacher_to_mobilenet_v3_student_with_kd_and_msdcrd(caplog):
     assert {"loss_kd", "loss_msd_sw", "loss_msd_fw"} <= set(history)
 
 
-def test_keras_hub_classifiers_as_teacher_and_student():
-    teacher, student = _hub_resnet(), _hub_vit()
-    distiller = kerasdistill.Distiller(teacher, student, ["kd", "msdcrd"])
-    assert distiller.tap_layers["teacher"]["feat_last"] == "res_net_backbone/stack1_block0_out"
+def test_keras_hub_classifiers_taps_are_found_in_their_nested_backbones():
+    pair = taps.FeaturePair(_hub_resnet(), _hub_vit(), ["feat_last"], ["feat_last"])
+    assert pair.tap_layers["teacher"]["feat_last"] == "res_net_backbone/stack1_block0_out"
     # The ViT's patch tokens (16 of 17: the class token dropped) as a 4x4 map.
-    assert distiller.tap_layers["student"]["feat_last"] == "vi_t_backbone/vit_encoder (tokens as a grid)"
-    assert distiller._student_taps.output["feat_last"].shape[1:] == (4, 4, 32)
+    assert pair.tap_layers["student"]["feat_last"] == "vi_t_backbone/vit_encoder (tokens as a grid)"
+    assert pair.student_shapes["feat_last"] == (None, 4, 4, 32)
+
+
+@pytest.mark.integration
+def test_keras_hub_classifiers_as_teacher_and_student():
+    distiller = kerasdistill.Distiller(_hub_resnet(), _hub_vit(), ["kd", "msdcrd"])
     _train_and_check(distiller, 32)
 
 
@@ -193,7 +223,7 @@ def test_every_application_has_logits_before_its_softmax_and_its_maps_found(name
     model = getattr(keras.applications, name)(
         weights=None, input_shape=(size, size, 3), classes=NUM_CLASSES
     )
-    tapped = models.tap_model(model, ["pre_pool", "pooled", "feat_last", "feat_0"])
+    tapped = taps.tap_model(model, ["pre_pool", "pooled", "feat_last", "feat_0"])
     assert tapped.softmax_layer is not None
     x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
     out = {k: keras.ops.convert_to_numpy(v) for k, v in tapped(x, training=False).items()}

@@ -10,7 +10,7 @@ from keras import ops
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
-from kerasdistill.initializers import torch_bias_initializer, torch_kernel_initializer
+from kerasdistill.models.initializers import torch_bias_initializer, torch_kernel_initializer
 
 
 def _conv_regressor_layers(student_shape, teacher_shape, name):

@@ -4,8 +4,8 @@ import keras
 
 from kerasdistill.methods.base import DistillationMethod
 from kerasdistill.methods.registry import register
-from kerasdistill.tap_names import LOGITS
 from kerasdistill.ops import kl_divergence_with_temperature
+from kerasdistill.taps import LOGITS
 
 
 @register("kd")

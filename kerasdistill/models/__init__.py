@@ -1,4 +1,4 @@
-"""The model zoo (CIFAR and ImageNet), its registry, feature taps and PyTorch weight conversion."""
+"""The model zoo (CIFAR and ImageNet), its registry and PyTorch weight conversion."""
 
 # Importing a family module registers its models.
 from kerasdistill.models import (  # noqa: F401
@@ -16,7 +16,6 @@ from kerasdistill.models import (  # noqa: F401
 )
 from kerasdistill.models.inference import fold_batchnorm
 from kerasdistill.models.registry import available, get, register
-from kerasdistill.models.taps import LOGITS, classifier_layer, resolve_taps, tap_model
 from kerasdistill.models.torch_convert import (
     from_torch_checkpoint,
     load_torch_state_dict,
@@ -28,11 +27,7 @@ __all__ = [
     "available",
     "get",
     "register",
-    "LOGITS",
-    "classifier_layer",
     "fold_batchnorm",
-    "resolve_taps",
-    "tap_model",
     "from_torch_checkpoint",
     "load_torch_state_dict",
     "read_torch_state_dict",

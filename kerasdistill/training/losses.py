@@ -70,9 +70,8 @@ def logits_loss(loss, label_smoothing=0.0):
     if isinstance(loss, str) and loss in _CROSS_ENTROPIES:
         return _CROSS_ENTROPIES[loss](from_logits=True)
     loss = keras.losses.get(loss)
-    if getattr(loss, "from_logits", True) is False or (
-        getattr(loss, "_fn_kwargs", {}).get("from_logits", True) is False
-    ):
+    config = loss.get_config() if isinstance(loss, keras.losses.Loss) else {}
+    if getattr(loss, "from_logits", None) is False or config.get("from_logits") is False:
         raise ValueError(
             f"compile(loss={loss!r}) reads probabilities, but the Distiller hands the student's "
             "logits to its loss; pass it with from_logits=True."

@@ -14,7 +14,7 @@ import tensorflow as tf
 import torch  # The CI installs torch: a missing torch must fail these tests, not skip them.
 from torch import nn
 
-from kerasdistill import models
+from kerasdistill import models, taps
 from tests.conftest import SHARED
 
 IMAGENET_ARCHIVE = SHARED / "data" / "imagenet-1k-samples.tar.gz"
@@ -201,7 +201,7 @@ def test_parameter_count_and_feature_taps_at_224(name):
     for k in range(1, 5):
         preact = model.get_layer(f"preact_{k}").output
         assert preact.shape == model.get_layer(f"feat_{k}").output.shape
-    assert models.resolve_taps(model, ["feat_last"]) == {"feat_last": "feat_4"}
+    assert taps.resolve_taps(model, ["feat_last"]) == {"feat_last": "feat_4"}
     assert tuple(model.get_layer("pooled").output.shape) == (None, CHANNELS[name][-1])
     assert tuple(model.output.shape) == (None, 1000)
 
@@ -210,12 +210,12 @@ def _assert_parity(name, torch_model, forward, photos):
     """Converts `torch_model`'s state dict and compares logits and feat_0..4."""
     state_dict = _randomize_batch_norms(torch_model).state_dict()
     model = models.from_torchvision_checkpoint(name, state_dict)
-    taps = [f"feat_{k}" for k in range(5)]
-    out = models.tap_model(model, taps)(photos, training=False)
+    names = [f"feat_{k}" for k in range(5)]
+    out = taps.tap_model(model, names)(photos, training=False)
     with torch.no_grad():
         logits, feats = forward(torch_model, torch.from_numpy(photos.transpose(0, 3, 1, 2)))
     pairs = [("logits", logits.numpy())]
-    pairs += [(tap, feat.numpy().transpose(0, 2, 3, 1)) for tap, feat in zip(taps, feats)]
+    pairs += [(tap, feat.numpy().transpose(0, 2, 3, 1)) for tap, feat in zip(names, feats)]
     for tap, ref in pairs:
         error = float(np.max(np.abs(np.asarray(out[tap]) - ref)))
         scale = float(np.max(np.abs(ref)))

@@ -7,7 +7,7 @@ import pytest
 import kerasdistill
 from kerasdistill import methods, models
 from kerasdistill.models.inference import FoldedBatchNorm, fold_batchnorm
-from kerasdistill.models.taps import tap_model
+from kerasdistill.taps import tap_model
 from kerasdistill.training import TorchSGD
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch  # The CI installs torch: a missing torch must fail these tests, not skip them.
 
-from kerasdistill import models
+from kerasdistill import models, taps
 from tests.conftest import FIXTURES, require
 
 CHECKPOINTS = ["resnet20", "resnet8x4", "wrn_16_2", "vgg8", "MobileNetV2", "ShuffleV1", "ShuffleV2"]
@@ -53,10 +53,10 @@ def test_converted_checkpoint_reproduces_reference_logits_and_features(name):
     refs = sorted(
         (k for k in z.files if k.startswith(f"{name}/feat")), key=lambda k: int(k[len(name) + 5 :])
     )
-    taps = [f"feat_{k}" for k in range(len(refs) - 1)] + ["pooled"]
-    out = models.tap_model(model, taps)(_nhwc(z["input_nchw"]), training=False)
+    names = [f"feat_{k}" for k in range(len(refs) - 1)] + ["pooled"]
+    out = taps.tap_model(model, names)(_nhwc(z["input_nchw"]), training=False)
     _assert_close(out["logits"], z[f"{name}/logits"], f"{name} logits")
-    for tap, key in zip(taps, refs):
+    for tap, key in zip(names, refs):
         _assert_close(out[tap], _nhwc(z[key]), f"{name} {tap}")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kerasdistill
-from kerasdistill import methods, models
+from kerasdistill import methods, models, taps
 from kerasdistill.models import mixer, tokens, vit
 from tests.conftest import REPO
 
@@ -69,9 +69,9 @@ def test_taps_are_8x8_maps_and_pooled_is_their_mean(name):
         assert tuple(model.get_layer(tap).output.shape) == (None, 8, 8, dim)
     assert tuple(model.get_layer("pooled").output.shape) == (None, dim)
     assert tuple(model.output.shape) == (None, 10)
-    assert models.resolve_taps(model, ["feat_last"]) == {"feat_last": "feat_4"}
+    assert taps.resolve_taps(model, ["feat_last"]) == {"feat_last": "feat_4"}
 
-    out = models.tap_model(model, ["feat_3", "feat_last", "pooled"])(_images(), training=False)
+    out = taps.tap_model(model, ["feat_3", "feat_last", "pooled"])(_images(), training=False)
     feat_last = keras.ops.convert_to_numpy(out["feat_last"])
     np.testing.assert_allclose(out["pooled"], feat_last.mean(axis=(1, 2)), atol=1e-5)
     # feat_last is after the final LayerNorm (at initialization: zero channel mean);

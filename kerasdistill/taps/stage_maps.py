@@ -61,7 +61,7 @@ def find(trace, pool_step, inputs):
     padding outputs are skipped.
 
     Args:
-        trace: A `kerasdistill.models.graph.Trace`.
+        trace: A `kerasdistill.taps.graph.Trace`.
         pool_step: The `Step` of the global pooling.
         inputs: The trace's inputs.
 

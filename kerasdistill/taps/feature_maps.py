@@ -1,4 +1,4 @@
-"""Feature taps: one forward of a model returning named intermediate tensors.
+"""Feature maps of a model found in its graph, and the tapped model returning them.
 
 A tap is a name a distillation method asks for. Any model whose graph Keras
 records (functional models, `keras.Sequential`, `keras.applications`,
@@ -35,9 +35,15 @@ import re
 import keras
 from keras import ops
 
-from kerasdistill.models import graph, stage_maps
-from kerasdistill.models.heads import DenseLogits, is_softmax, token_map
-from kerasdistill.tap_names import FEAT_LAST, LOGITS, POOLED, PRE_POOL  # noqa: F401
+from kerasdistill.taps import graph, stage_maps
+from kerasdistill.taps.heads import DenseLogits, is_softmax, token_map
+
+# The taps every classifier with a graph offers (a subclassed model: `LOGITS` only).
+LOGITS = "logits"
+FEAT_LAST = "feat_last"
+PRE_POOL = "pre_pool"
+POOLED = "pooled"
+
 _FEAT_PATTERN = re.compile(r"^feat_(\d+)$")
 _ZOO_TAP_PATTERN = re.compile(r"^(feat|preact)_\d+$|^pooled$")
 _GLOBAL_POOLS = (
