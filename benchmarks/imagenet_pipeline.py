@@ -12,16 +12,14 @@ as an ILSVRC folder and times full passes of the pipelines of `--pipelines`:
   `train_bilinear` the same with `resize="bilinear"` (antialiased, as PIL and
   torchvision), `train_uint8` with `normalize=False` (uint8 out, normalized by
   the model);
-- `train_old`: the training pipeline as it was before 2026-12-03 (antialiased
-  bilinear resize rounded to uint8, normalization broadcasting over the
-  channels), kept in this file to be measured side by side;
 - `train_bilinear_uint8`: both options (not in the default list);
 - `eval`: `imagenet_eval_pipeline` (decode, resize to 256, center crop 224,
-  normalization); `eval_old` with the normalization as it was before (the
-  same values).
+  normalization).
 
-The column "relative to old" divides images per CPU-second by that of
-`train_old` (or `eval_old`) on the same photos and thread count.
+The column "relative to train" divides images per CPU-second by that of
+`train` (`eval` for `eval`) on the same photos and thread count. The
+pipelines as they were before 2026-12-03, and how they compared, are in
+docs/benchmarks.md.
 
 Each entry runs on a private tf.data thread pool of `num_parallel_calls`
 threads with no intra-op parallelism, so wall-clock images/s divided by that
@@ -56,7 +54,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kerasdistill import data  # noqa: E402
-from kerasdistill.data import imagenet, imagenet_augment  # noqa: E402
 
 SHARED = pathlib.Path(os.environ.get("KERASDISTILL_SHARED", REPO.parent / "shared"))
 
@@ -67,7 +64,7 @@ flags.DEFINE_string(
 flags.DEFINE_list("parallel", ["1", "2"], "num_parallel_calls values (each also the thread count).")
 flags.DEFINE_list(
     "pipelines",
-    ["train_old", "train", "train_bilinear", "train_uint8", "eval_old", "eval"],
+    ["train", "train_bilinear", "train_uint8", "eval"],
     "Pipelines to time (see the module docstring).",
 )
 flags.DEFINE_integer("batch_size", 64, "Images per batch.")
@@ -82,50 +79,6 @@ flags.DEFINE_float(
 flags.DEFINE_string("output", "", "Also write the table, as markdown, to this file.")
 FLAGS = flags.FLAGS
 
-def _old_normalize(image, mean, std):
-    """`data.augment.normalize` before 2026-12-03 (same values, broadcasting the channels)."""
-    image = tf.cast(image, tf.float32) / 255.0
-    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-
-
-def _old_random_resized_crop_flip(encoded, seed, size=224):
-    """`imagenet_augment.random_resized_crop_flip` before 2026-12-03."""
-    window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    window = imagenet_augment.random_resized_crop_window(
-        imagenet_augment.image_shape(encoded), window_seed
-    )
-    image = imagenet_augment.decode_window(encoded, window)
-    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-    return tf.image.stateless_random_flip_left_right(image, flip_seed)
-
-
-def _old_train_pipeline(dataset, batch_size, seed, num_parallel_calls, threads):
-    """`data.imagenet_train_pipeline` before 2026-12-03 (the same crops and flips)."""
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    ds = tf.data.Dataset.zip(dataset.train.enumerate(), seeds)
-    ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-
-    def prepare(example, example_seed):
-        index, (encoded, label) = example
-        image = _old_random_resized_crop_flip(encoded, example_seed)
-        return _old_normalize(image, dataset.mean, dataset.std), label
-
-    ds = ds.map(prepare, num_parallel_calls=num_parallel_calls)
-    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    return imagenet._with_threads(ds, threads)
-
-
-def _old_eval_pipeline(dataset, batch_size, num_parallel_calls, threads):
-    """`data.imagenet_eval_pipeline` before 2026-12-03 (the same images)."""
-
-    def prepare(encoded, label):
-        image = imagenet_augment.resize_center_crop(encoded)
-        return _old_normalize(image, dataset.mean, dataset.std), label
-
-    ds = dataset.test.map(prepare, num_parallel_calls=num_parallel_calls)
-    return imagenet._with_threads(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), threads)
-
 
 def _train(**kwargs):
     return lambda dataset, n, batch: data.imagenet_train_pipeline(
@@ -134,12 +87,10 @@ def _train(**kwargs):
 
 
 PIPELINES = {
-    "train_old": lambda dataset, n, batch: _old_train_pipeline(dataset, batch, 0, n, n),
     "train": _train(),
     "train_bilinear": _train(resize="bilinear"),
     "train_uint8": _train(normalize=False),
     "train_bilinear_uint8": _train(resize="bilinear", normalize=False),
-    "eval_old": lambda dataset, n, batch: _old_eval_pipeline(dataset, batch, n, n),
     "eval": lambda dataset, n, batch: data.imagenet_eval_pipeline(
         dataset, batch_size=batch, num_parallel_calls=n, threads=n
     ),
@@ -187,8 +138,8 @@ def _time_pass(pipeline):
 
 
 def _baseline(kind):
-    """The entry a pipeline is compared with: the old pipeline of its kind."""
-    return "train_old" if kind.startswith("train") else "eval_old"
+    """The entry a pipeline is compared with: the library's default of its kind."""
+    return "train" if kind.startswith("train") else "eval"
 
 
 def main(argv):
@@ -242,7 +193,7 @@ def main(argv):
             f"{f' re-encoded with short side {side}' if side else ' as stored'}:",
             "",
             "| pipeline | num_parallel_calls (threads) | images/s (wall) "
-            "| images/s per core (wall) | images per CPU-second | relative to old (CPU) "
+            "| images/s per core (wall) | images per CPU-second | relative to train (CPU) "
             f"| cores for 8 GPUs at {FLAGS.gpu_rate:.0f} img/s each (from CPU-seconds) |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]

@@ -1,4 +1,4 @@
-"""The PyTorch reference step of `backend_step_time.py`: RepDistiller's CIFAR ResNets and KD loss.
+"""RepDistiller's CIFAR ResNets and KD step in plain PyTorch: `step_time.py`'s `reference:` entries.
 
 Written from the published definitions of RepDistiller (HobbitLong/RepDistiller,
 `models/resnet.py`, `distiller_zoo/KD.py`, `train_student.py`); nothing is copied:
@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 SPECS = {"resnet8x4": (8, (32, 64, 128, 256)), "resnet32x4": (32, (32, 64, 128, 256))}
-PARAMS = {"resnet8x4": 1_233_540, "resnet32x4": 7_433_860}  # at 100 classes
 
 
 class BasicBlock(nn.Module):
