@@ -164,7 +164,7 @@ def test_transformer_recipe_trains_a_vit_student_with_adamw_and_warmup(tiny_fold
     config = _config(
         tiny_folder, tmp_path / "vit", mode="distill", teacher="resnet8",
         student="vit_mini_p4", method="msdcrd", teacher_weights=str(teacher),
-        method_kwargs={"msdcrd": {"projection": "classifier", "scales": [1, 2]}},
+        method_kwargs={"msdcrd": {"projection": "linear", "scales": [1, 2]}},
         optimizer="adamw", lr=1e-3, weight_decay=0.05, lr_schedule="cosine",
         lr_warmup_epochs=1, label_smoothing=0.1, export="keras",
     )
