@@ -25,11 +25,11 @@ from kerasdistill.models.torchvision_convert import from_torchvision_checkpoint
 
 __all__ = [
     "available",
-    "get",
-    "register",
     "fold_batchnorm",
     "from_torch_checkpoint",
+    "from_torchvision_checkpoint",
+    "get",
     "load_torch_state_dict",
     "read_torch_state_dict",
-    "from_torchvision_checkpoint",
+    "register",
 ]

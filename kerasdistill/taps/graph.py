@@ -102,6 +102,17 @@ def _same_layer(layer):
     return layer
 
 
+def _clone(model, **kwargs):
+    """`keras.models.clone_model` of a functional `model`, keeping its layers.
+
+    The clone is taken of an uncompiled functional model on `model`'s own
+    graph: `clone_model` would compile a clone of a compiled model from its
+    compile config, which fails for a loss or metric Keras cannot serialize.
+    """
+    plain = keras.Model(model.input, model.output, name=model.name)
+    return keras.models.clone_model(plain, clone_function=_same_layer, **kwargs)
+
+
 def _output_positions(model):
     """Where `model`'s outputs come from in its graph: `(call, output)` indices.
 
@@ -117,7 +128,7 @@ def _output_positions(model):
         calls.append(tree.flatten(outputs))
         return outputs
 
-    clone = keras.models.clone_model(model, clone_function=_same_layer, call_function=record)
+    clone = _clone(model, call_function=record)
     found = {id(t): (i, j) for i, outputs in enumerate(calls) for j, t in enumerate(outputs)}
     return [found[id(t)] for t in clone.outputs]
 
@@ -160,10 +171,9 @@ class _Tracer:
             calls.append(tree.flatten(outputs))
             return outputs
 
-        keras.models.clone_model(
+        _clone(
             model,
             input_tensors=tree.pack_sequence_as(model.input, tree.flatten(inputs)),
-            clone_function=_same_layer,
             call_function=record,
         )
         return tree.pack_sequence_as(model.output, [calls[i][j] for i, j in positions])
@@ -174,9 +184,8 @@ class _Tracer:
             source = model.inputs[0]
             inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype)
             return inputs, self.inline(model, inputs, "")
-        clone = keras.models.clone_model(
+        clone = _clone(
             model,
-            clone_function=_same_layer,
             call_function=lambda operation, *args, **kwargs: self.call(
                 operation, "", *args, **kwargs
             ),

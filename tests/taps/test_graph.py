@@ -66,6 +66,19 @@ def test_every_traced_tensor_is_computed_from_the_new_inputs_as_in_the_model():
     assert {id(w) for w in tapped.weights} == {id(w) for w in model.weights}
 
 
+def test_a_compiled_model_is_traced_without_its_compile_config():
+    model = _outer()
+    # A loss Keras cannot serialize: a clone compiled like the model would fail.
+    model.compile(optimizer="sgd", loss=lambda y, p: keras.ops.mean(p))
+    nested = keras.Model(model.input, model(model.input), name="wrapper")
+    nested.compile(optimizer="sgd", loss=lambda y, p: keras.ops.mean(p))
+    trace = graph.trace(nested)
+    assert trace.step("relu").name == "outer/inner/relu"
+    x = _images()
+    np.testing.assert_allclose(keras.Model(trace.inputs, trace.output)(x), model(x), rtol=1e-6)
+    assert model.compiled
+
+
 def test_a_built_sequential_is_traced_layer_by_layer():
     model = keras.Sequential([keras.layers.Dense(4, name="a"), keras.layers.Dense(2, name="b")])
     model.build((None, 3))

@@ -141,10 +141,10 @@ def test_a_softmax_is_logged_as_a_warning_and_the_taps_as_info(caplog):
         "The teacher ends in a softmax (fc); it is distilled from the logits before it."
     ]
     info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
-    assert info == [
+    assert info == [(
         "Distiller taps: teacher {'logits': 'logits'}; student {'logits': 'logits', "
         "'feat_last': 'conv_b'}."
-    ]
+    )]
     # The logits are the Dense layer's before its softmax.
     logits = keras.ops.convert_to_numpy(pair.teacher(_images())[LOGITS])
     assert not np.allclose(logits.sum(-1), 1.0)
