@@ -1,7 +1,13 @@
-"""Export of trained models for serving: TensorFlow SavedModel and TFLite."""
+"""Export of trained models for serving: TensorFlow SavedModel and TFLite, by Keras's export.
 
-import pathlib
-import tempfile
+Both artifacts take a float32 batch of HWC images with pixel values in
+[0, 255] and give logits under the name `logits`. What this module adds to
+`keras.Model.export`: the pixel normalization in front of a model trained on
+normalized inputs (`serving_model`), and that output name (Keras names a
+signature's single output `output_0`).
+"""
+
+import os
 
 import keras
 
@@ -34,13 +40,17 @@ def serving_model(model, mean=None, std=None):
     return keras.Model(inputs, model(x), name=f"{model.name}_serving")
 
 
+def _images_spec(model):
+    return [keras.InputSpec(shape=model.inputs[0].shape, dtype="float32", name="images")]
+
+
 def export_saved_model(model, path, mean=None, std=None):
     """Exports a TensorFlow SavedModel that maps raw images to logits.
 
     Both endpoints take a float32 batch of HWC images with pixel values in
     [0, 255] (normalization is built in): `serve(images)` returns the logits
-    tensor, and the `serving_default` signature (TF Serving, TFLite) returns
-    `{"logits": ...}`.
+    tensor (what `model.export(path)` writes), and the `serving_default`
+    signature (TF Serving, TFLite) returns `{"logits": ...}`.
 
     Args:
         model: The trained classifier: [0, 255] pixels -> logits (as the
@@ -55,7 +65,10 @@ def export_saved_model(model, path, mean=None, std=None):
         The serving `keras.Model` that was exported.
     """
     wrapped = serving_model(model, mean, std)
-    spec = [keras.InputSpec(shape=wrapped.inputs[0].shape, dtype="float32", name="images")]
+    spec = _images_spec(wrapped)
+    # `model.export(path, format="tf_saved_model")` writes `serve` alone, which then also
+    # serves as `serving_default` with the output named `output_0`; the archive it builds
+    # takes a second endpoint that names the output.
     archive = keras.export.ExportArchive()
     archive.track(wrapped)
     archive.add_endpoint("serve", wrapped.__call__, input_signature=spec)
@@ -67,14 +80,15 @@ def export_saved_model(model, path, mean=None, std=None):
 
 
 def export_tflite(model, path, mean=None, std=None, quantization="none"):
-    """Exports a TFLite flatbuffer with the SavedModel's input and output.
+    """Exports a TFLite flatbuffer (`model.export(path, format="litert")`).
 
     The model takes a float32 batch of HWC images with pixel values in
-    [0, 255] (normalization is built in) and its signature returns `logits`.
+    [0, 255] (normalization is built in); its `serving_default` signature
+    returns `logits`.
 
     Args:
         model: The trained classifier, as `export_saved_model` takes it.
-        path: Output file, conventionally `*.tflite`.
+        path: Output file; Keras requires the suffix `.tflite`.
         mean: As `export_saved_model`'s (None: `model` takes pixels).
         std: As `export_saved_model`'s.
         quantization: `"none"` (float32 weights) or `"dynamic_int8"` (int8
@@ -87,14 +101,15 @@ def export_tflite(model, path, mean=None, std=None, quantization="none"):
         raise ValueError(
             f"quantization={quantization!r} is not supported; expected one of {QUANTIZATIONS}."
         )
-    import tensorflow as tf  # Here only: the package imports without TensorFlow (JAX).
+    wrapped = serving_model(model, mean, std)
+    # A dict output names the signature's output `logits` (else `output_0`).
+    images = keras.Input(wrapped.inputs[0].shape[1:], dtype="float32", name="images")
+    named = keras.Model(images, {"logits": wrapped(images)}, name=wrapped.name)
+    options = {}
+    if quantization == "dynamic_int8":
+        import tensorflow as tf  # Here only: the package imports without TensorFlow (JAX).
 
-    with tempfile.TemporaryDirectory() as saved_model_dir:
-        export_saved_model(model, saved_model_dir, mean, std)
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            saved_model_dir, signature_keys=["serving_default"]
-        )
-        if quantization == "dynamic_int8":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        flatbuffer = converter.convert()
-    return pathlib.Path(path).write_bytes(flatbuffer)
+        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    named.export(str(path), format="litert", verbose=False,
+                 input_signature=_images_spec(named), **options)
+    return os.path.getsize(path)
