@@ -113,7 +113,7 @@ ROWS.update({
     ),
     "vit_classifier": (
         "ViT student, MSDCRD in each model's own classifier (logit) space",
-        {**VIT, "method": "msdcrd", "msdcrd": {"projection": "classifier"},
+        {**VIT, "method": "msdcrd_variants", "msdcrd": {"projection": "classifier"},
          "against": "vit_linear"},
     ),
 })
