@@ -16,60 +16,42 @@ from kerasdistill.training.losses import logits_loss
 class Distiller(keras.Model):
     """Trains `student` with a supervised loss plus the loss terms of `methods`.
 
-    Keras's own train and test steps run on every backend; this class gives
-    them `call` and `compute_loss`. A training step runs the student once
-    (training mode) and the frozen teacher once (inference mode, no
-    gradient), each through a tapped model returning the feature maps the
-    methods read (`kerasdistill.taps`; `tap_layers` says where each is read).
-    The total loss is `ce_weight * loss_ce + sum(method terms) +
-    regularization losses`, `loss_ce` being the student's cross-entropy (or
-    the loss given to `compile`), and each term is logged. A step whose loss
-    is not finite on some replica changes no variable: the optimizer skips it
-    and the student's non-trainable state (BatchNorm statistics), the
-    methods' state and the step counter are put back. `predict`, `evaluate`
-    and `distiller(x)` run the student alone and see its logits.
-
-    Batches are `(images, labels)`, or `({"image": images, "index": idx},
-    labels)` for methods that need dataset indices (CRD); labels are class
-    ids or one-hot rows.
+    Keras's own train and test steps run on every backend with this class's
+    `call` (the student once in training mode, the frozen teacher once in
+    inference mode without gradient, each through a tapped model returning
+    the maps the methods read: `kerasdistill.taps`) and `compute_loss`
+    (`ce_weight * loss_ce + method terms + regularization`, each term logged).
+    A step whose loss is not finite changes no variable. `predict`,
+    `evaluate` and `distiller(x)` run the student alone and see its logits.
+    Batches are `(images, labels)` or `({"image": ..., "index": ...}, labels)`
+    (CRD reads dataset indices); labels are class ids or one-hot rows.
 
     Args:
         teacher: A trained `keras.Model` mapping images to logits (functional,
-            Sequential, keras.applications, KerasHub, or subclassed for
-            methods that read logits only); frozen.
+            Sequential, keras.applications, KerasHub; subclassed for methods
+            reading logits only); frozen.
         student: A `keras.Model` mapping the same images to as many classes.
-        methods: A method, a name (`"kd"`), comma-separated names
-            (`"kd,msdcrd"`), a config dict, a list of these, or `None` (the
-            student alone); see `kerasdistill.methods.get`.
-        ce_weight: Weight of `loss_ce` in the total loss.
-        teacher_layers: Optional `{tap: layer_name}` overriding where the
-            teacher's taps are read; each key must be a tap some method reads.
+        methods: A method, a name (`"kd"`), names (`"kd,msdcrd"`), a config
+            dict, a list of these, or `None` (the student alone).
+        ce_weight: Weight of the supervised loss `loss_ce`.
+        teacher_layers: Optional `{tap: layer_name}` overriding where a tap
+            some method reads is read in the teacher.
         student_layers: Same for the student.
         label_smoothing: In `[0, 1)`, for the default training cross-entropy.
         training_data: A `kerasdistill.methods.TrainingData` for methods that
-            need to know the training set (CRD's labels, DKD's steps per
-            epoch), or `None`.
+            need the training set (CRD's labels, DKD's steps per epoch).
         **kwargs: Passed to `keras.Model` (`name`).
 
     Raises:
-        TypeError: If a model is not a `keras.Model`, or a method argument
-            is misspelled.
-        ValueError: For one model as teacher and student, different class
-            counts or image shapes, a tap that cannot be found, or training
-            data a method needs and was not given.
+        TypeError: For a model that is not a `keras.Model` or a misspelled
+            method argument.
+        ValueError: For one model twice, different classes or image shapes,
+            a tap not found, or training data a method needs and lacks.
     """
 
     def __init__(
-        self,
-        teacher,
-        student,
-        methods=None,
-        ce_weight=1.0,
-        teacher_layers=None,
-        student_layers=None,
-        label_smoothing=0.0,
-        training_data=None,
-        **kwargs,
+        self, teacher, student, methods=None, ce_weight=1.0, teacher_layers=None,
+        student_layers=None, label_smoothing=0.0, training_data=None, **kwargs,
     ):
         super().__init__(**kwargs)
         if not 0.0 <= label_smoothing < 1.0:
@@ -119,21 +101,19 @@ class Distiller(keras.Model):
     def _guarded_state(self):
         """The state a non-finite step puts back: the student's and the methods'.
 
-        Large banks written by rows are left to their method (`row_written_variables`).
+        Constants and large banks are left to their method (`self_guarded_variables`).
         """
-        skip = {id(v) for m in self.methods for v in m.row_written_variables}
+        skip = {id(v) for m in self.methods for v in m.self_guarded_variables}
         found = self.student.non_trainable_variables + [
             v for m in self.methods for v in m.non_trainable_variables
         ]
         return [v for v in found if id(v) not in skip]
 
     def call(self, inputs, training=None):
-        """Runs the student.
+        """Returns the student's logits; in training, what `compute_loss` reads.
 
-        Returns:
-            The student's logits; in training mode, the dict the loss reads:
-            the student's taps, the teacher's (without gradient), the dataset
-            indices (if given) and the guarded state before the step.
+        That is a dict of the student's taps, the teacher's (no gradient), the
+        dataset indices (if given) and the guarded state before the step.
         """
         if not training:
             images, _ = batches.split_images(inputs)
@@ -150,18 +130,15 @@ class Distiller(keras.Model):
         """Configures training, as `keras.Model.compile`.
 
         Args:
-            optimizer: The student's optimizer. A step whose loss or gradients
-                are not finite is skipped (a `LossScaleOptimizer` of fixed
-                scale 1 wraps it, unless the dtype policy already has one),
-                and `fit` then stops with the step and term named.
-            loss: The student's supervised loss on its logits (default:
-                softmax cross-entropy of class ids or one-hot labels, with
-                `label_smoothing`). Cross-entropy names given as strings are
-                built with `from_logits=True`; a loss instance reading
-                probabilities is refused.
+            optimizer: The student's optimizer, wrapped in a `LossScaleOptimizer`
+                of fixed scale 1 (unless it is one) to skip non-finite steps.
+            loss: The student's supervised loss on its logits (default: softmax
+                cross-entropy with `label_smoothing`); cross-entropy names are
+                built with `from_logits=True`, a loss reading probabilities is
+                refused.
             metrics: Metrics of the student's logits (`"accuracy"`, ...).
-            **kwargs: Other `keras.Model.compile` arguments (`loss_weights`
-                is refused: see `ce_weight` and each method's weight).
+            **kwargs: Other `keras.Model.compile` arguments but `loss_weights`
+                (see `ce_weight` and each method's weight).
         """
         if kwargs.get("loss_weights") is not None:
             raise ValueError(
@@ -178,19 +155,15 @@ class Distiller(keras.Model):
             )
 
     def fit(self, x=None, y=None, **kwargs):
-        """Trains the student, as `keras.Model.fit`, after checking the first batch.
+        """Trains the student, as `keras.Model.fit`, with `StopOnNonFiniteLoss` added.
 
-        The first batch (all of it for arrays, the first of a `PyDataset`;
-        not a `tf.data.Dataset` or a generator, which reading ahead would
-        advance) is checked before any weight changes: image shape and finite
-        values, the image key and sample indices of dict inputs, labels as
-        class ids in range or one-hot rows, and logits that are not already
-        probabilities. `StopOnNonFiniteLoss` is added to the callbacks.
+        The first batch of arrays or a `PyDataset` is checked before any weight
+        changes (`batches.check_first_batch`); a `tf.data.Dataset` is not read
+        ahead.
 
         Raises:
-            ValueError: For `class_weight` or `sample_weight` (distillation
-                terms are batch-level: resample the data instead), or a bad
-                first batch (the message names the value).
+            ValueError: For `class_weight` or `sample_weight` (the terms are
+                batch-level), or a bad first batch (naming the value).
         """
         for name in ("class_weight", "sample_weight"):
             batches.refuse_sample_weights(name, kwargs.get(name))
@@ -210,16 +183,14 @@ class Distiller(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The loss of Keras's own train and test steps, on every backend.
 
-        In training: `loss_ce` and every method's terms, each this replica's
-        estimate on the global batch (a mean over its shard, or a value the
-        method computed from features of all replicas), recorded as metrics;
-        the guarded state is put back and the step not counted when the
-        total is not finite on some replica. In evaluation: the plain
-        supervised loss of the student.
+        In training, `loss_ce` and the methods' terms (each this replica's
+        estimate on the global batch), logged; when the total is not finite on
+        some replica the guarded state is put back and the step not counted.
+        In evaluation, the student's plain supervised loss.
 
         Returns:
-            The total loss divided by the number of replicas (the share of a
-            replica, as Keras's own losses return it).
+            The total loss divided by the number of replicas (a replica's
+            share, as Keras's own losses return it).
         """
         batches.refuse_sample_weights("sample_weight", sample_weight)
         if not training:
@@ -227,23 +198,16 @@ class Distiller(keras.Model):
         logits = y_pred["student"][LOGITS]
         terms = {"loss_ce": self._supervised_loss(y, logits, training=True)}
         step = ops.convert_to_tensor(self.training_steps)
+        labels, indices = class_ids(y, logits), y_pred.get("indices")
         for method in self.methods:
-            terms.update(
-                method(
-                    y_pred["teacher"],
-                    y_pred["student"],
-                    labels=class_ids(y, logits),
-                    sample_indices=y_pred.get("indices"),
-                    step=step,
-                )
-            )
+            terms.update(method(y_pred["teacher"], y_pred["student"], labels, indices, step))
         total = self.ce_weight * terms["loss_ce"]
         total += sum(ops.cast(v, "float32") for name, v in terms.items() if name != "loss_ce")
         for loss in self.losses:
             total += ops.sum(ops.cast(loss, "float32"))
         finite = ops.all(ops.isfinite(distributed.all_gather(ops.reshape(total, (1,)))))
         for variable, before in zip(self._guarded_state(), y_pred["state"]):
-            variable.assign(ops.where(finite, variable, before))
+            variable.assign(ops.where(finite, variable.value, before))
         self.training_steps.assign_add(ops.cast(finite, "int64"))
         for name, value in terms.items():
             self._loss_trackers[name].update_state(value)
@@ -252,8 +216,7 @@ class Distiller(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Updates the compiled metrics on the student's logits; returns the logs.
 
-        Evaluation (where `y_pred` is the logits) scores the student alone, so
-        its logs hold `loss` and the compiled metrics, not the training terms.
+        Evaluation (`y_pred` the logits) logs `loss` and the metrics, no terms.
         """
         if isinstance(y_pred, dict):
             return super().compute_metrics(x, y, y_pred["student"][LOGITS], sample_weight)

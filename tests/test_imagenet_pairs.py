@@ -13,16 +13,18 @@ PAIRS = [("ResNet34", "ResNet18"), ("ResNet50_imagenet", "MobileNetV1")]
 BATCH = 4
 
 
+DATA = methods.TrainingData(train_labels=np.arange(2000) % 1000, steps_per_epoch=10)
+
+
 def _methods():
-    data = methods.TrainingData(train_labels=np.arange(2000) % 1000, steps_per_epoch=10)
     return [
-        methods.get("kd", data=data, temperature=1.0, weight=0.5),
-        methods.get("dkd", data=data, warmup_epochs=1, temperature=1.0),
-        methods.get("crd", data=data, num_negatives=64),
+        methods.KD(temperature=1.0, weight=0.5),
+        methods.DKD(warmup_epochs=1, temperature=1.0),
+        methods.CRD(num_negatives=64),
         # Default grids (1, 2, 4) on the 7x7 last stage: adaptive regions.
-        methods.get("msdcrd", data=data),
-        methods.get("fitnet", data=data),
-        methods.get("at", data=data),
+        methods.MSDCRD(),
+        methods.FitNet(),
+        methods.AT(),
     ]
 
 
@@ -31,7 +33,7 @@ def _methods():
 def test_every_method_trains_a_step_at_224(teacher_name, student_name, tmp_path):
     teacher = models.get(teacher_name, num_classes=1000)
     student = models.get(student_name, num_classes=1000)
-    distiller = kerasdistill.Distiller(teacher, student, _methods())
+    distiller = kerasdistill.Distiller(teacher, student, _methods(), training_data=DATA)
     distiller.compile(optimizer=TorchSGD(0.1, momentum=0.9, weight_decay=1e-4))
     rng = np.random.default_rng(0)
     images = rng.normal(size=(BATCH, 224, 224, 3)).astype("float32")

@@ -74,10 +74,10 @@ class DistillationMethod(keras.layers.Layer):
     # True for methods that create weights from the tap shapes (projection heads,
     # memory banks): `build_from_taps` must run before their first call.
     needs_tap_shapes = False
-    # Non-trainable variables written by rows (CRD's memory banks), which the method
-    # itself keeps unchanged on a non-finite step; the Distiller puts every other
-    # variable of the method back after such a step (copying a bank would cost a step).
-    row_written_variables = ()
+    # Non-trainable variables the method itself keeps unchanged on a non-finite step
+    # (constants; CRD's memory banks, written by finite rows only); the Distiller copies
+    # every other one before a step and puts it back after a non-finite one.
+    self_guarded_variables = ()
     # Former argument names, mapped to the current ones: a former name is refused with
     # an error naming its replacement (difflib cannot guess `lambda_sw` -> `sw_weight`).
     renamed_arguments = {}

@@ -230,6 +230,11 @@ class CRD(DistillationMethod):
         self.memory = MemoryBanks(self, self.num_samples, self.feat_dim, self.momentum)
         self.memory_v1, self.memory_v2 = self.memory.memory_v1, self.memory.memory_v2
         self.z_v1, self.z_v2 = self.memory.z_v1, self.memory.z_v2
+        # Constants, and banks that keep a row's old value when its new one is not finite.
+        self.self_guarded_variables = (
+            self.memory_v1, self.memory_v2, self.sampler.sample_labels,
+            self.sampler.samples_by_class,
+        )
         super().build_from_taps(teacher_shapes, student_shapes)
 
     @staticmethod

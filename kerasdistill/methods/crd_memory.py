@@ -79,11 +79,14 @@ class MemoryBanks:
         """`bank[idx] <- normalize(momentum * bank[idx] + (1 - momentum) * v)`.
 
         Uses every replica's rows, so the bank is the same on all replicas;
-        only the rows of the batch are written.
+        only the rows of the batch are written, and a row whose new value is not
+        finite keeps its old one (the Distiller does not copy the banks back
+        after a non-finite step).
         """
         idx = distributed.all_gather(idx)
         v = distributed.all_gather(ops.stop_gradient(v))
-        rows = gather_rows(bank, idx) * self.momentum
-        rows = l2_normalize(rows + v * (1.0 - self.momentum))
-        scatter_rows(bank, idx, rows)
+        old = gather_rows(bank, idx)
+        rows = l2_normalize(old * self.momentum + v * (1.0 - self.momentum))
+        finite = ops.all(ops.isfinite(rows), axis=-1, keepdims=True)
+        scatter_rows(bank, idx, ops.where(finite, rows, old))
 

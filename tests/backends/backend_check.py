@@ -108,7 +108,7 @@ def _your_models():
     after = _numpy(student.trainable_weights)
     return {
         "taps": distiller.tap_layers,
-        "softmax_layer": distiller._teacher_taps.softmax_layer,
+        "softmax_layer": distiller.taps.teacher_model.softmax_layer,
         "terms": {k: v[-1] for k, v in history.history.items()},
         "student_changed": any(not np.array_equal(b, a) for b, a in zip(before, after)),
         "student_finite": all(np.isfinite(a).all() for a in after),

@@ -56,8 +56,10 @@ def _build(names, labels, steps):
     student = models.get("resnet8", num_classes=NUM_CLASSES, input_shape=IMAGE_SHAPE)
     student = distribute.synchronized_batchnorm(student)
     data = methods.TrainingData(train_labels=labels, steps_per_epoch=steps)
-    method_list = [methods.get(n, data=data, **METHOD_KWARGS[n]) for n in names]
-    distiller = kerasdistill.Distiller(teacher, student, method_list, ce_weight=1.0)
+    method_list = [methods.get(n, **METHOD_KWARGS[n]) for n in names]
+    distiller = kerasdistill.Distiller(
+        teacher, student, method_list, ce_weight=1.0, training_data=data
+    )
     distiller.compile(
         optimizer=kerasdistill.training.TorchSGD(0.05, momentum=0.9, weight_decay=5e-4),
         metrics=["accuracy"],
