@@ -17,7 +17,8 @@
    (`--accuracy_student`) per entry of `--runs` (`none`: alone) distilled by
    `Distiller.fit` for `--student_epochs`; the recipe's `TorchSGD` (momentum
    0.9, weight decay 5e-4) and `step_decay` from 0.05, batch
-   `--accuracy_batch_size`, no augmentation (a short run checks that training
+   `--accuracy_batch_size`, CE weight 0.1 with KD (the papers' recipe) and 1 without, no
+   augmentation (a short run checks that training
    works on the device, it does not reproduce the papers). Test top-1 is
    counted in NumPy from `predict`.
 
@@ -36,19 +37,20 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import keras
+import numpy as np
+from absl import app, flags
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
 
-import harness  # noqa: E402
-import kerasdistill  # noqa: E402
-from kerasdistill import methods, models  # noqa: E402
-from kerasdistill.data import folders, stats  # noqa: E402
-from kerasdistill.training import TorchSGD, step_decay  # noqa: E402
+import harness
+
+import kerasdistill
+from kerasdistill import methods, models
+from kerasdistill.data import folders, stats
+from kerasdistill.training import TorchSGD, step_decay
 
 GIB = 1024**3
 EPOCH_IMAGES = 50_000  # The reference CIFAR epoch the wall-time column extrapolates to.
@@ -80,9 +82,8 @@ flags.DEFINE_string("runs", "none,kd", "Students of the accuracy part, as method
 flags.DEFINE_integer("teacher_epochs", 10, "Epochs of the teacher.")
 flags.DEFINE_integer("student_epochs", 5, "Epochs of each student.")
 flags.DEFINE_integer("accuracy_batch_size", 64, "Batch size of the accuracy part.")
-flags.DEFINE_integer("max_train_images", 0, "Use the first N training images per class order "
-                     "(0: all).")
-flags.DEFINE_integer("max_test_images", 0, "Evaluate on N test images (0: all).")
+flags.DEFINE_integer("max_train_images", 0, "Train on N images drawn at random (0: all).")
+flags.DEFINE_integer("max_test_images", 0, "Evaluate on N images drawn at random (0: all).")
 flags.DEFINE_integer("seed", 0, "Seed of the data and the models.")
 flags.DEFINE_string("output_dir", "", "Also write gpu_throughput.md and .json here.")
 flags.DEFINE_bool("tiny", False, "CPU smoke preset: " + json.dumps(TINY) + " unless given.")
@@ -206,11 +207,13 @@ def accuracy_rows(archive):
 def report(throughput, accuracy):
     """The markdown report: configuration, machine, the throughput and accuracy tables."""
     lines = [
-        f"{FLAGS.teacher} -> {FLAGS.student}, {FLAGS.num_classes} classes, synthetic data; "
-        f"{FLAGS.steps} timed steps after a warm-up fit of {FLAGS.warmup_steps}; dtype policy "
-        f"{FLAGS.dtype_policy}.", machine_line(), "",
-        f"| method | batch | images/s | ms/step | {FLAGS.epochs} epochs x {EPOCH_IMAGES:,} images "
-        "(min) | warm-up fit, compile (s) | peak device memory (GiB) |",
+        (f"{FLAGS.teacher} -> {FLAGS.student}, {FLAGS.num_classes} classes, synthetic data; "
+         f"{FLAGS.steps} timed steps after a warm-up fit of {FLAGS.warmup_steps}; dtype policy "
+         f"{FLAGS.dtype_policy}."),
+        machine_line(),
+        "",
+        (f"| method | batch | images/s | ms/step | {FLAGS.epochs} epochs x {EPOCH_IMAGES:,} "
+         "images (min) | warm-up fit, compile (s) | peak device memory (GiB) |"),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in throughput:

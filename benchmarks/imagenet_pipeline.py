@@ -47,13 +47,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+import tensorflow as tf
+from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kerasdistill import data  # noqa: E402
+from kerasdistill import data
 
 SHARED = pathlib.Path(os.environ.get("KERASDISTILL_SHARED", REPO.parent / "shared"))
 
@@ -180,21 +180,21 @@ def main(argv):
         for entry in entries
     }
     lines = [
-        f"Batch {FLAGS.batch_size}, {FLAGS.repeats} timed passes per entry (median), all "
-        f"entries interleaved.",
-        f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), load average "
-        f"{os.getloadavg()[0]:.1f} at the end; Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}.",
+        (f"Batch {FLAGS.batch_size}, {FLAGS.repeats} timed passes per entry (median), all "
+         "entries interleaved."),
+        (f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), load average "
+         f"{os.getloadavg()[0]:.1f} at the end; Python {platform.python_version()}, "
+         f"TensorFlow {tf.__version__}."),
     ]
     for side in sizes:
         lines += [
             "",
-            f"{datasets[side].num_train} ImageNet photos"
-            f"{f' re-encoded with short side {side}' if side else ' as stored'}:",
+            (f"{datasets[side].num_train} ImageNet photos"
+             f"{f' re-encoded with short side {side}' if side else ' as stored'}:"),
             "",
-            "| pipeline | num_parallel_calls (threads) | images/s (wall) "
-            "| images/s per core (wall) | images per CPU-second | relative to train (CPU) "
-            f"| cores for 8 GPUs at {FLAGS.gpu_rate:.0f} img/s each (from CPU-seconds) |",
+            ("| pipeline | num_parallel_calls (threads) | images/s (wall) "
+             "| images/s per core (wall) | images per CPU-second | relative to train (CPU) "
+             f"| cores for 8 GPUs at {FLAGS.gpu_rate:.0f} img/s each (from CPU-seconds) |"),
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for _, kind, n in (entry for entry in entries if entry[0] == side):

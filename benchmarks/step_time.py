@@ -47,16 +47,17 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-from absl import app, flags  # noqa: E402
+import keras
+from absl import app, flags
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE), str(HERE.parent / "examples")]
 
-import harness  # noqa: E402
-import kerasdistill  # noqa: E402
-from kerasdistill import methods, models  # noqa: E402
-from kerasdistill.training import TorchSGD, distribute  # noqa: E402
+import harness
+
+import kerasdistill
+from kerasdistill import methods, models
+from kerasdistill.training import TorchSGD, distribute
 
 BASELINE = "baseline"
 FEATURE = "feature"
@@ -209,11 +210,11 @@ def build_model_row(library, names, variant, data, method_kwargs):
         student = models.get(FLAGS.student, num_classes=FLAGS.num_classes)
     finally:
         keras.config.set_dtype_policy("float32")
-    compile_kwargs = dict(
-        optimizer=TorchSGD(0.05, momentum=0.9, weight_decay=5e-4),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=JIT[variant.jit_compile],
-    )
+    compile_kwargs = {
+        "optimizer": TorchSGD(0.05, momentum=0.9, weight_decay=5e-4),
+        "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        "jit_compile": JIT[variant.jit_compile],
+    }
     if library == "keras":
         model = _keras_distiller(teacher, student, names, method_kwargs)
         model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -250,7 +251,6 @@ def build_row(entry, variant, data, method_kwargs):
 def _reference_row(names, forward, data):
     """The plain-PyTorch step of `torch_reference.py`: `names` [] or ["kd"], or the forward."""
     import torch
-
     import torch_reference
 
     torch.manual_seed(FLAGS.seed)
@@ -269,9 +269,9 @@ def _reference_row(names, forward, data):
 
     if forward:
         runner.teacher = teacher.eval()
-        step = lambda position: runner.teacher_forward(batch(position)[0])  # noqa: E731
+        step = lambda position: runner.teacher_forward(batch(position)[0])
     else:
-        step = lambda position: runner(*batch(position))  # noqa: E731
+        step = lambda position: runner(*batch(position))
     harness.timed_calls(step, FLAGS.warmup)
     return lambda steps: harness.timed_calls(step, steps)
 

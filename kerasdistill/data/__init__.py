@@ -33,7 +33,24 @@ _MODULES = (
     "stats", "validation",
 )
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CIFAR_STATS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Dataset",
+    "DatasetUnavailableError",
+    "eval_pipeline",
+    "imagenet_eval_pipeline",
+    "imagenet_train_pipeline",
+    "load",
+    "load_cifar",
+    "load_image_folder",
+    "load_imagenet",
+    "load_imagenet_folder",
+    "normalization_layer",
+    "top5_accuracy",
+    "train_pipeline",
+]
 
 
 def __getattr__(name):
