@@ -23,13 +23,16 @@ def test_known_errors_print_one_line_and_exit_with_their_status(capsys, monkeypa
     assert capsys.readouterr().err == f"error: {' '.join(str(error).split())}\n"
 
 
-def test_verbose_flag_adds_the_traceback(capsys, monkeypatch):
+@pytest.mark.parametrize("argv, env", [(["prog", "--verbose=3"], None), (["prog"], "1")])
+def test_verbose_flag_or_environment_adds_the_traceback(capsys, monkeypatch, argv, env):
     monkeypatch.delenv(errors.VERBOSE_ENV, raising=False)
+    if env:
+        monkeypatch.setenv(errors.VERBOSE_ENV, env)
     try:
         raise errors.UsageError("bad")
     except errors.UsageError as error:
         with pytest.raises(SystemExit):
-            errors.report(error, argv=["prog", "--verbose=3"])
+            errors.report(error, argv=argv)
     err = capsys.readouterr().err
     assert err.startswith("Traceback") and err.endswith("error: bad\n")
 
