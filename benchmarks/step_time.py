@@ -200,16 +200,21 @@ def _keras_distiller(teacher, student, names, method_kwargs):
     )
 
 
-def build_model_row(library, names, variant, data, method_kwargs):
-    """A compiled Distiller (or `keras.distillation.Distiller`) and its dataset."""
+def build_models(variant):
+    """The teacher (folded as `variant` says) and a student, under its dtype policy."""
     distribute.set_mixed_precision(variant.precision)
     try:
         teacher = models.get(FLAGS.teacher, num_classes=FLAGS.num_classes)
         if variant.teacher != "plain":
             teacher = models.fold_batchnorm(teacher, dtype=FOLDED_TEACHER_DTYPES[variant.teacher])
-        student = models.get(FLAGS.student, num_classes=FLAGS.num_classes)
+        return teacher, models.get(FLAGS.student, num_classes=FLAGS.num_classes)
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def build_model_row(library, names, variant, data, method_kwargs):
+    """A compiled Distiller (or `keras.distillation.Distiller`) and its dataset."""
+    teacher, student = build_models(variant)
     compile_kwargs = {
         "optimizer": TorchSGD(0.05, momentum=0.9, weight_decay=5e-4),
         "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
@@ -236,7 +241,7 @@ def build_row(entry, variant, data, method_kwargs):
     if library == "reference":
         return _reference_row(names, entry.endswith(harness.FORWARD), data)
     if library == harness.FORWARD:
-        teacher = models.get(FLAGS.teacher, num_classes=FLAGS.num_classes)
+        teacher, _ = build_models(variant)
 
         def forward(position):
             keras.ops.convert_to_numpy(teacher.predict_on_batch(data.batch(position)[0]))
