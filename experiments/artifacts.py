@@ -54,7 +54,8 @@ def check_checkpoint(config, output_dir, digests):
             f"({listed}); use another --output_dir or the same flags to resume."
         )
     saved_digests = metadata.get("model_files", {})
-    replaced = [flag for flag, digest in digests.items() if saved_digests.get(flag, digest) != digest]
+    replaced = [flag for flag, digest in digests.items()
+                if saved_digests.get(flag, digest) != digest]
     if replaced:
         listed = ", ".join(f"--{flag}={getattr(config, flag)!r}" for flag in replaced)
         raise UsageError(

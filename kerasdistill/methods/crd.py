@@ -173,7 +173,8 @@ class CRD(DistillationMethod):
             counts = np.asarray(label_counts)
             if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer) or counts.min() < 0:
                 raise ValueError(
-                    f"CRD label_counts must be a 1-D list of class sizes >= 0, got {label_counts!r}."
+                    "CRD label_counts must be a 1-D list of class sizes >= 0, got "
+                    f"{label_counts!r}."
                 )
             self._set_up_sampler(None, counts)
 

@@ -70,7 +70,9 @@ def get(identifier, **kwargs):
     if isinstance(identifier, dict):
         config = dict(identifier)
         if "name" not in config:
-            raise ValueError(f"A method dict needs a 'name' key (one of {available()}); got {identifier!r}.")
+            raise ValueError(
+                f"A method dict needs a 'name' key (one of {available()}); got {identifier!r}."
+            )
         return get(config.pop("name"), **config, **kwargs)
     if not isinstance(identifier, str):
         raise TypeError(

@@ -253,4 +253,5 @@ def test_training_split_smaller_than_a_batch_is_refused(tmp_path):
     with pytest.raises(UsageError, match=r"^The training split of tiny has 24 examples, fewer "
                        r"than one batch \(--batch_size=100\); lower --batch_size.$"):
         trainer.steps_per_epoch(_distill(tmp_path, batch_size=100), dataset)
-    assert trainer.steps_per_epoch(_distill(tmp_path, batch_size=8, steps_per_epoch=2), dataset) == 2
+    capped = _distill(tmp_path, batch_size=8, steps_per_epoch=2)
+    assert trainer.steps_per_epoch(capped, dataset) == 2

@@ -135,7 +135,9 @@ def test_runs_model_file_is_read_without_its_normalization_and_normalized_again(
         wrapped = model_specs.normalizing(ModelSpec("student", path).build(2, CIFAR), stats)
     finally:
         distribute.set_mixed_precision("none")
-    assert [layer.name for layer in wrapped.layers] == ["images", "pixel_normalization", "small_cnn"]
+    assert [layer.name for layer in wrapped.layers] == [
+        "images", "pixel_normalization", "small_cnn"
+    ]
     assert wrapped.get_layer("pixel_normalization").compute_dtype == "float32"
     assert {layer.compute_dtype for layer in wrapped.layers[2].layers[1:]} == {"bfloat16"}
     pixels = np.random.default_rng(1).uniform(0, 255, (2, *CIFAR)).astype("float32")
