@@ -19,9 +19,13 @@ LIBRARY = "kerasdistill"
 
 
 def module_name(path):
-    """`kerasdistill/ops/losses.py` -> `kerasdistill.ops.losses`; an __init__ -> its package."""
+    """`kerasdistill/ops/losses.py` -> `kerasdistill.ops.losses`; an __init__ -> its package.
+
+    The package is the last folder named `kerasdistill` (Bazel's runfiles of the workspace
+    `kerasdistill` hold `.../kerasdistill/kerasdistill/ops/losses.py`).
+    """
     parts = pathlib.PurePosixPath(path).with_suffix("").parts
-    parts = parts[parts.index(LIBRARY):]
+    parts = parts[max(i for i, part in enumerate(parts[:-1]) if part == LIBRARY):]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 

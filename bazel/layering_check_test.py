@@ -16,6 +16,8 @@ def _offending(path, source, allowed, tmp_path, monkeypatch):
 def test_module_names():
     assert layering_check.module_name("kerasdistill/ops/losses.py") == "kerasdistill.ops.losses"
     assert layering_check.module_name("kerasdistill/ops/__init__.py") == "kerasdistill.ops"
+    runfiles = "/x/execroot/kerasdistill/bin/t.runfiles/kerasdistill/kerasdistill/ops/losses.py"
+    assert layering_check.module_name(runfiles) == "kerasdistill.ops.losses"
 
 
 def test_own_room_deps_and_other_libraries_pass(tmp_path, monkeypatch):
