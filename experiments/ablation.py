@@ -57,14 +57,6 @@ ROWS = {
         "MSDCRD, same-class samples as extra positives (SupCon-style)",
         {"method": "msdcrd_variants", "msdcrd": {"same_class_pairs": "positives"}},
     ),
-    "rc_consistent": (
-        "MSDCRD, sample-wise term on teacher-consistent regions only (label reference)",
-        {"method": "msdcrd_variants", "msdcrd": {"region_categorization": "consistent_only"}},
-    ),
-    "rc_downweight": (
-        "MSDCRD, complementary regions weighted 0.5 (label reference)",
-        {"method": "msdcrd_variants", "msdcrd": {"region_categorization": "downweight"}},
-    ),
     "every_stage": (
         "MSDCRD on feat_1..feat_3, grids fitted per map, weights 1/3",
         {"method": "msdcrd", "msdcrd": EVERY_STAGE},
@@ -109,11 +101,6 @@ ROWS.update({
     "vit_channel_pool": (
         "ViT student, MSDCRD with the ViT's 96 channels averaged to the CNN's 64",
         {**VIT, "method": "msdcrd", "msdcrd": {"projection": "channel_pool"},
-         "against": "vit_linear"},
-    ),
-    "vit_classifier": (
-        "ViT student, MSDCRD in each model's own classifier (logit) space",
-        {**VIT, "method": "msdcrd_variants", "msdcrd": {"projection": "classifier"},
          "against": "vit_linear"},
     ),
 })

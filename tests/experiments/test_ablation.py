@@ -33,7 +33,7 @@ def test_report_only_reads_finished_runs_and_compares_each_row_with_its_own_base
         "msdcrd": [0.650, 0.652, 0.654],
         "sc_positives": [0.610, 0.612, 0.614],
         "vit_linear": [0.470, 0.472],
-        "vit_classifier": [0.480, 0.482],
+        "vit_channel_pool": [0.480, 0.482],
     }
     for row, values in accuracies.items():
         for seed, accuracy in enumerate(values):
@@ -54,21 +54,9 @@ def test_report_only_reads_finished_runs_and_compares_each_row_with_its_own_base
     assert not list(tmp_path.glob("*/seed_*/log.txt")), "report_only must not run anything"
 
 
-# MSDCRDVariants takes the models' classifier layers as constructor arguments, which
-# --method_kwargs (JSON) cannot carry: these rows cannot be built by a run until the
-# Distiller or the runner hands the classifiers over.
-NEEDS_CLASSIFIERS = pytest.mark.xfail(
-    strict=True, raises=Exception, reason="MSDCRDVariants needs classifier layers"
-)
-
-
 @pytest.mark.parametrize(
     "row",
-    [
-        pytest.param(name, marks=NEEDS_CLASSIFIERS)
-        if name in ("rc_consistent", "rc_downweight", "vit_classifier") else name
-        for name, (_, spec) in sorted(ablation.ROWS.items()) if "method" in spec
-    ],
+    [name for name, (_, spec) in sorted(ablation.ROWS.items()) if "method" in spec],
 )
 def test_every_row_builds_its_methods_with_the_options_it_names(row, tmp_path):
     _, spec = ablation.ROWS[row]
