@@ -49,6 +49,7 @@ def test_folded_model_equals_plain_model_with_all_taps(name, folded):
         np.testing.assert_allclose(actual[tap], expected[tap], atol=1e-5 * max(scale, 1.0), err_msg=tap)
 
 
+@pytest.mark.integration
 def test_folded_teacher_distils_like_the_plain_teacher():
     teacher = _with_random_statistics(models.get("resnet8", num_classes=4, input_shape=(16, 16, 3)))
     x = np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype("float32")

@@ -166,6 +166,7 @@ def test_position_embedding_config_round_trip():
     assert (clone.name, clone.stddev) == ("pe", 0.5)
 
 
+@pytest.mark.integration
 def test_distiller_trains_token_student_from_resnet_teacher():
     teacher = models.get("resnet8x4", num_classes=4)
     student = SMALL["vit"]()
