@@ -142,12 +142,12 @@ class _Tracer:
     def call(self, operation, prefix, *args, **kwargs):
         """Calls `operation` (a nested model's graph in place); records and returns its outputs."""
         name = f"{prefix}{operation.name}"
+        inputs = [t for t in tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
         nested = is_graph_model(operation)
         if nested:
-            outputs = self.inline(operation, args[0], f"{name}/")
+            outputs = self.inline(operation, inputs, f"{name}/")
         else:
             outputs = operation(*args, **kwargs)
-        inputs = [t for t in tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
         self.steps.append(
             Step(name=name, operation=operation, inputs=inputs, outputs=tree.flatten(outputs),
                  nested=nested)
@@ -155,9 +155,9 @@ class _Tracer:
         return outputs
 
     def inline(self, model, inputs, prefix):
-        """Runs `model`'s graph on the tensors `inputs`, each operation recorded; returns its outputs."""
+        """Runs `model`'s graph on `inputs` (a flat list), each operation recorded; returns its outputs."""
         if isinstance(model, keras.Sequential):
-            outputs = inputs
+            (outputs,) = inputs
             for layer in model.layers:
                 outputs = self.call(layer, prefix, outputs)
             return outputs
@@ -173,7 +173,7 @@ class _Tracer:
 
         _clone(
             model,
-            input_tensors=tree.pack_sequence_as(model.input, tree.flatten(inputs)),
+            input_tensors=tree.pack_sequence_as(model.input, inputs),
             call_function=record,
         )
         return tree.pack_sequence_as(model.output, [calls[i][j] for i, j in positions])
@@ -183,7 +183,7 @@ class _Tracer:
         if isinstance(model, keras.Sequential):
             source = model.inputs[0]
             inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype)
-            return inputs, self.inline(model, inputs, "")
+            return inputs, self.inline(model, [inputs], "")
         clone = _clone(
             model,
             call_function=lambda operation, *args, **kwargs: self.call(

@@ -25,7 +25,7 @@ def _outer():
     """A functional model calling a functional and a Sequential model on intermediate tensors."""
     images = keras.Input((8, 8, 3))
     x = keras.layers.Rescaling(0.5, name="scale")(images)
-    x = _inner()(x)
+    x = _inner()(inputs=x)  # a keyword input
     x = keras.Sequential(
         [keras.layers.Conv2D(6, 3, strides=2, name="down"), keras.layers.ReLU(name="act")],
         name="seq",
