@@ -63,4 +63,4 @@ def pytest_runtest_makereport(item, call):
 def _seed_and_clear():
     keras.utils.set_random_seed(0)
     yield
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)

@@ -281,12 +281,12 @@ def test_a_teacher_whose_softmax_cannot_be_found_is_refused_at_the_first_batch()
 
 def test_fit_takes_arrays_tf_data_and_a_py_dataset():
     x, y = _data()
+    distiller = _compiled()
     for data in (
         (x, y),
         (tf.data.Dataset.from_tensor_slices((x, y)).batch(4),),
         (_Batches(x, y),),
     ):
-        distiller = _compiled()
         history = distiller.fit(*data, epochs=1, verbose=0).history
         assert np.isfinite(history["loss_kd"][0])
     first = y[:4] + 5  # A PyDataset is checked on its first batch.
