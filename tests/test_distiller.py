@@ -21,7 +21,7 @@ def _batch(n=8, num_classes=5, seed=0):
 def test_student_batchnorm_statistics_update_exactly_once_per_step():
     teacher, student = _tiny_pair()
     distiller = kerasdistill.Distiller(teacher, student, methods.KD())
-    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), run_eagerly=True)
     x, y = _batch()
     stem = keras.Model(student.inputs, student.get_layer("conv1").output)
     batch_mean = stem(x).numpy().mean(axis=(0, 1, 2))
@@ -35,7 +35,7 @@ def test_student_batchnorm_statistics_update_exactly_once_per_step():
 def test_teacher_is_frozen_weights_and_statistics():
     teacher, student = _tiny_pair()
     distiller = kerasdistill.Distiller(teacher, student, methods.KD())
-    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
+    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), run_eagerly=True)
     before = [w.numpy().copy() for w in teacher.weights]
     student_before = [w.numpy().copy() for w in student.trainable_weights]
     x, y = _batch()
@@ -85,7 +85,7 @@ def test_logged_train_loss_ce_is_unweighted_and_loss_adds_its_weighted_value():
     teacher, student = _tiny_pair()
     distiller = kerasdistill.Distiller(teacher, student, methods.KD(), ce_weight=0.1)
     # Learning rate 0: the step's logits are those of the unchanged student.
-    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), run_eagerly=True)
     x, y = _batch()
     logits = keras.ops.convert_to_numpy(student(x, training=True))
     logs = distiller.train_on_batch(x, y, return_dict=True)
@@ -124,7 +124,7 @@ def test_label_smoothing_matches_keras_categorical_cross_entropy():
 def test_fit_reports_one_metric_per_term_and_accuracy():
     teacher, student = _tiny_pair()
     distiller = kerasdistill.Distiller(teacher, student, methods.KD())
-    distiller.compile(optimizer="sgd", metrics=["accuracy"])
+    distiller.compile(optimizer="sgd", metrics=["accuracy"], run_eagerly=True)
     x, y = _batch()
     history = distiller.fit(x, y, batch_size=4, epochs=1, validation_data=(x, y), verbose=0)
     assert set(history.history) == {
@@ -206,7 +206,7 @@ def test_distiller_round_trips_through_a_keras_file(tmp_path):
     distiller = kerasdistill.Distiller(
         teacher, student, [methods.KD(temperature=2.0), methods.MSDCRD()], ce_weight=0.5
     )
-    distiller.compile(optimizer="sgd")
+    distiller.compile(optimizer="sgd", run_eagerly=True)
     x, y = _batch()
     distiller.fit(x, y, batch_size=4, epochs=1, verbose=0)
     distiller.save(tmp_path / "distiller.keras")

@@ -101,6 +101,7 @@ def test_shipped_teacher_reaches_its_recorded_accuracy():
     assert record["test_accuracy"] >= 0.5  # chance is 0.1
 
 
+@pytest.mark.integration  # Two passes over 1,000 images.
 def test_shipped_teacher_keeps_its_accuracy_on_pixels_behind_the_runs_normalization():
     """The run feeds [0, 255] pixels and puts the dataset's normalization before the teacher."""
     record = json.loads(TEACHER.with_suffix(".json").read_text())
