@@ -5,6 +5,7 @@ from keras import ops
 
 from kerasdistill import batches
 from kerasdistill.methods import registry
+from kerasdistill.methods.base import build_for_taps
 from kerasdistill.ops import distributed
 from kerasdistill.ops.losses import class_ids, cross_entropy
 from kerasdistill.taps import LOGITS, FeaturePair
@@ -12,33 +13,33 @@ from kerasdistill.training.callbacks import StopOnNonFiniteLoss
 from kerasdistill.training.losses import logits_loss
 
 
+# Constructor arguments that `get_config` stores as they are.
+_PLAIN_ARGUMENTS = ("ce_weight", "label_smoothing", "teacher_layers", "student_layers")
+
+
 @keras.saving.register_keras_serializable(package="kerasdistill")
 class Distiller(keras.Model):
     """Trains `student` with a supervised loss plus the loss terms of `methods`.
 
-    Keras's own train and test steps run on every backend with this class's
-    `call` (the student once in training mode, the frozen teacher once in
-    inference mode without gradient, each through a tapped model returning
-    the maps the methods read: `kerasdistill.taps`) and `compute_loss`
-    (`ce_weight * loss_ce + method terms + regularization`, each term logged).
-    A step whose loss is not finite changes no variable. `predict`,
-    `evaluate` and `distiller(x)` run the student alone and see its logits.
-    Batches are `(images, labels)` or `({"image": ..., "index": ...}, labels)`
-    (CRD reads dataset indices); labels are class ids or one-hot rows.
+    Keras's own train and test steps run on every backend with this `call`
+    (the student once in training mode, the frozen teacher once without
+    gradient, each through a tapped model: `kerasdistill.taps`) and this
+    `compute_loss` (`ce_weight * loss_ce + method terms + regularization`,
+    each term logged). A step whose loss is not finite changes no variable.
+    `predict`, `evaluate` and `distiller(x)` see the student's logits. Batches
+    are `(images, labels)` or `({"image": ..., "index": ...}, labels)`.
 
     Args:
-        teacher: A trained `keras.Model` mapping images to logits (functional,
-            Sequential, keras.applications, KerasHub; subclassed for methods
-            reading logits only); frozen.
+        teacher: A trained `keras.Model` mapping images to logits; frozen.
         student: A `keras.Model` mapping the same images to as many classes.
-        methods: A method, a name (`"kd"`), names (`"kd,msdcrd"`), a config
-            dict, a list of these, or `None` (the student alone).
+        methods: A method, a name, names (`"kd,msdcrd"`), a config dict, a
+            list of these, or `None` (the student alone).
         ce_weight: Weight of the supervised loss `loss_ce`.
         teacher_layers: Optional `{tap: layer_name}` overriding where a tap
             some method reads is read in the teacher.
         student_layers: Same for the student.
         label_smoothing: In `[0, 1)`, for the default training cross-entropy.
-        training_data: A `kerasdistill.methods.TrainingData` for methods that
+        training_data: A `kerasdistill.methods.TrainingData`, for methods that
             need the training set (CRD's labels, DKD's steps per epoch).
         **kwargs: Passed to `keras.Model` (`name`).
 
@@ -57,36 +58,22 @@ class Distiller(keras.Model):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
         methods = registry.get_list(methods)
-        self.taps = FeaturePair(
-            teacher, student, [t for m in methods for t in m.teacher_taps],
-            [t for m in methods for t in m.student_taps], teacher_layers, student_layers,
-        )
-        self.teacher = teacher
-        self.student = student
+        self.taps = FeaturePair(teacher, student, [t for m in methods for t in m.teacher_taps],
+                                [t for m in methods for t in m.student_taps],
+                                teacher_layers, student_layers)
+        self.teacher, self.student, self.methods = teacher, student, methods
         self.teacher.trainable = False
-        self.methods = methods
-        self.ce_weight = float(ce_weight)
-        self.label_smoothing = float(label_smoothing)
+        self.ce_weight, self.label_smoothing = float(ce_weight), float(label_smoothing)
         self.teacher_layers = dict(teacher_layers or {})
         self.student_layers = dict(student_layers or {})
         self.student_loss = None
         self._index_users = tuple(type(m).__name__ for m in methods if m.uses_sample_indices)
-        for method in methods:
-            if method.needs:
-                method.set_up(training_data)
-            method.build_from_taps(
-                {t: self.taps.teacher_shapes[t] for t in method.teacher_taps},
-                {t: self.taps.student_shapes[t] for t in method.student_taps},
-            )
-        self._loss_trackers = {"loss_ce": keras.metrics.Mean(name="loss_ce")}
-        for term in (t for m in methods for t in m.loss_terms()):
-            if term in self._loss_trackers:
-                raise ValueError(f"Two methods report the same loss term {term!r}.")
-            self._loss_trackers[term] = keras.metrics.Mean(name=term)
-        self.loss_trackers = list(self._loss_trackers.values())
-        # Finite training steps so far, passed to methods for schedules (DKD's
-        # warm-up). A model variable, unlike `optimizer.iterations`, so that
-        # JAX's stateless loss reads it; saved with the weights.
+        terms = build_for_taps(
+            methods, self.taps.teacher_shapes, self.taps.student_shapes, training_data
+        )
+        self._loss_trackers = {t: keras.metrics.Mean(name=t) for t in ["loss_ce", *terms]}
+        # Finite training steps so far, for methods' schedules (DKD's warm-up); a
+        # model variable so that JAX's stateless loss reads it.
         self.training_steps = self.add_weight(
             shape=(), dtype="int64", initializer="zeros", trainable=False,
             aggregation="only_first_replica", name="training_steps",
@@ -99,22 +86,15 @@ class Distiller(keras.Model):
         return self.taps.tap_layers
 
     def _guarded_state(self):
-        """The state a non-finite step puts back: the student's and the methods'.
-
-        Constants and large banks are left to their method (`self_guarded_variables`).
-        """
+        """What a non-finite step puts back: the student's and methods' state but banks."""
         skip = {id(v) for m in self.methods for v in m.self_guarded_variables}
-        found = self.student.non_trainable_variables + [
-            v for m in self.methods for v in m.non_trainable_variables
-        ]
+        found = [*self.student.non_trainable_variables]
+        found += [v for m in self.methods for v in m.non_trainable_variables]
         return [v for v in found if id(v) not in skip]
 
     def call(self, inputs, training=None):
-        """Returns the student's logits; in training, what `compute_loss` reads.
-
-        That is a dict of the student's taps, the teacher's (no gradient), the
-        dataset indices (if given) and the guarded state before the step.
-        """
+        """The student's logits; in training, the taps of both models (the
+        teacher's without gradient), the indices and the guarded state."""
         if not training:
             images, _ = batches.split_images(inputs)
             return self.taps.student(images, training=training)[LOGITS]
@@ -130,15 +110,12 @@ class Distiller(keras.Model):
         """Configures training, as `keras.Model.compile`.
 
         Args:
-            optimizer: The student's optimizer, wrapped in a `LossScaleOptimizer`
-                of fixed scale 1 (unless it is one) to skip non-finite steps.
-            loss: The student's supervised loss on its logits (default: softmax
-                cross-entropy with `label_smoothing`); cross-entropy names are
-                built with `from_logits=True`, a loss reading probabilities is
-                refused.
+            optimizer: The student's optimizer; a `LossScaleOptimizer` of fixed
+                scale 1 wraps it (unless it is one) to skip non-finite steps.
+            loss: The supervised loss on the student's logits (default: softmax
+                cross-entropy with `label_smoothing`); see `logits_loss`.
             metrics: Metrics of the student's logits (`"accuracy"`, ...).
-            **kwargs: Other `keras.Model.compile` arguments but `loss_weights`
-                (see `ce_weight` and each method's weight).
+            **kwargs: Other `keras.Model.compile` arguments but `loss_weights`.
         """
         if kwargs.get("loss_weights") is not None:
             raise ValueError(
@@ -148,22 +125,17 @@ class Distiller(keras.Model):
         self.student_loss = logits_loss(loss, self.label_smoothing)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            # Scale 1 that never grows: on finite steps exactly the inner
-            # optimizer; on a non-finite step no variable is written.
+            # Scale 1, never growing: exactly the inner optimizer on finite steps.
             self.optimizer = keras.optimizers.LossScaleOptimizer(
                 self.optimizer, initial_scale=1.0, dynamic_growth_steps=2**31 - 1
             )
 
     def fit(self, x=None, y=None, **kwargs):
-        """Trains the student, as `keras.Model.fit`, with `StopOnNonFiniteLoss` added.
-
-        The first batch of arrays or a `PyDataset` is checked before any weight
-        changes (`batches.check_first_batch`); a `tf.data.Dataset` is not read
-        ahead.
+        """`keras.Model.fit` with `StopOnNonFiniteLoss`, the first batch checked first.
 
         Raises:
-            ValueError: For `class_weight` or `sample_weight` (the terms are
-                batch-level), or a bad first batch (naming the value).
+            ValueError: For `class_weight`, `sample_weight` (the terms are
+                batch-level) or a bad first batch of arrays or a `PyDataset`.
         """
         for name in ("class_weight", "sample_weight"):
             batches.refuse_sample_weights(name, kwargs.get(name))
@@ -181,16 +153,10 @@ class Distiller(keras.Model):
         return cross_entropy(y, logits, self.label_smoothing if training else 0.0)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The loss of Keras's own train and test steps, on every backend.
+        """Keras's steps' loss: a replica's share of the total (or, in evaluation, of CE).
 
-        In training, `loss_ce` and the methods' terms (each this replica's
-        estimate on the global batch), logged; when the total is not finite on
-        some replica the guarded state is put back and the step not counted.
-        In evaluation, the student's plain supervised loss.
-
-        Returns:
-            The total loss divided by the number of replicas (a replica's
-            share, as Keras's own losses return it).
+        The terms are each replica's estimates on the global batch, logged; a
+        total that is not finite on some replica puts the guarded state back.
         """
         batches.refuse_sample_weights("sample_weight", sample_weight)
         if not training:
@@ -203,8 +169,7 @@ class Distiller(keras.Model):
             terms.update(method(y_pred["teacher"], y_pred["student"], labels, indices, step))
         total = self.ce_weight * terms["loss_ce"]
         total += sum(ops.cast(v, "float32") for name, v in terms.items() if name != "loss_ce")
-        for loss in self.losses:
-            total += ops.sum(ops.cast(loss, "float32"))
+        total += sum(ops.sum(ops.cast(loss, "float32")) for loss in self.losses)
         finite = ops.all(ops.isfinite(distributed.all_gather(ops.reshape(total, (1,)))))
         for variable, before in zip(self._guarded_state(), y_pred["state"]):
             variable.assign(ops.where(finite, variable.value, before))
@@ -214,32 +179,22 @@ class Distiller(keras.Model):
         return distributed.scale_for_replicas(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Updates the compiled metrics on the student's logits; returns the logs.
-
-        Evaluation (`y_pred` the logits) logs `loss` and the metrics, no terms.
-        """
+        """The compiled metrics of the student's logits; no terms in evaluation."""
         if isinstance(y_pred, dict):
             return super().compute_metrics(x, y, y_pred["student"][LOGITS], sample_weight)
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
         return {k: v for k, v in logs.items() if k not in self._loss_trackers}
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "teacher": keras.saving.serialize_keras_object(self.teacher),
-            "student": keras.saving.serialize_keras_object(self.student),
-            "methods": [keras.saving.serialize_keras_object(m) for m in self.methods],
-            "ce_weight": self.ce_weight,
-            "label_smoothing": self.label_smoothing,
-            "teacher_layers": self.teacher_layers,
-            "student_layers": self.student_layers,
-        }
+        config = {k: getattr(self, k) for k in _PLAIN_ARGUMENTS}
+        for key in ("teacher", "student", "methods"):
+            config[key] = keras.saving.serialize_keras_object(getattr(self, key))
+        return {**super().get_config(), **config}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("teacher", "student"):
+        for key in ("teacher", "student", "methods"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
-        config["methods"] = [keras.saving.deserialize_keras_object(m) for m in config["methods"]]
         return cls(**config)
 

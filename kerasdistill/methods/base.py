@@ -222,3 +222,32 @@ class DistillationMethod(keras.layers.Layer):
         config = super().get_config()
         config["weight"] = self.weight
         return config
+
+
+def build_for_taps(methods, teacher_shapes, student_shapes, training_data=None):
+    """Sets up and builds each method for the taps it reads, once, before training.
+
+    Args:
+        methods: `DistillationMethod`s.
+        teacher_shapes: `{tap: shape}` of the teacher's taps (batch axis first).
+        student_shapes: Same for the student.
+        training_data: A `TrainingData` for the methods that need it, or `None`.
+
+    Returns:
+        The names of the methods' loss terms, in order.
+
+    Raises:
+        ValueError: For a need that `training_data` does not meet, or two
+            terms of the same name (`loss_ce` is the supervised loss's).
+    """
+    for method in methods:
+        if method.needs:
+            method.set_up(training_data)
+        method.build_from_taps(
+            {t: teacher_shapes[t] for t in method.teacher_taps},
+            {t: student_shapes[t] for t in method.student_taps},
+        )
+    terms = [term for method in methods for term in method.loss_terms()]
+    if len(set(terms)) < len(terms) or "loss_ce" in terms:
+        raise ValueError(f"Two loss terms share a name (loss_ce is the supervised loss): {terms}.")
+    return terms
