@@ -17,11 +17,12 @@ from kerasdistill.batches import IMAGE_KEY, INDEX_KEY
 def train_pipeline(dataset, batch_size=64, with_index=False, seed=None, cache=True):
     """Shuffled, augmented (pad-4 crop + flip), normalized training batches.
 
-    The per-example steps are those of `epoch_pipeline`, which the command
-    line trains with (`augmented_batches`: the stateless
-    `kerasdistill.data.augment.random_crop_flip`, then `normalize`); the order
-    and the per-example seeds are drawn anew every epoch from `seed`, so the
-    epochs differ and the same `seed` gives the same batches again.
+    The per-example steps are those of `epoch_pipeline` (`augmented_batches`:
+    the stateless `kerasdistill.data.augment.random_crop_flip`, then
+    `normalize`); the command line trains on the same crop and flip without
+    the normalization, which its models hold. The order and the per-example
+    seeds are drawn anew every epoch from `seed`, so the epochs differ and the
+    same `seed` gives the same batches again.
 
     Args:
         dataset: A `kerasdistill.data.Dataset`.

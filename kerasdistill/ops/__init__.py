@@ -1,4 +1,5 @@
-"""Building blocks of the distillation methods, in `keras.ops`.
+"""Building blocks of the distillation methods, in `keras.ops`, and the pixel
+normalization layer that models and exports put before their inputs (`pixels`).
 
 On the TensorFlow backend `distributed` and `state` also call TensorFlow.
 """
