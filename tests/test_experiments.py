@@ -10,6 +10,7 @@ from experiments import run_flags, runner
 from kerasdistill import data, models
 from tests.conftest import REPO
 from tests.experiments.conftest import write_image_folder
+from tests.experiments.private_flags import Definer
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +187,7 @@ def test_every_flagfile_parses_into_a_valid_configuration(tmp_path):
     assert flagfiles, "experiments/flags holds no flagfile"
     for path in flagfiles:
         values = flags.FlagValues()
-        run_flags.define_flags(flags_module=_Definer(values))
+        run_flags.define_flags(flags_module=Definer(values))
         values(["prog", f"--flagfile={path}"])
         config = run_flags.config_from_flags(values)
         if config.teacher_weights:  # A file of the same kind, where the run would train it.
@@ -194,19 +195,6 @@ def test_every_flagfile_parses_into_a_valid_configuration(tmp_path):
             pathlib.Path(config.teacher_weights).write_bytes(b"")
         config.validate()
         assert pathlib.Path(config.output_dir).name, path
-
-
-class _Definer:
-    """Lets run_flags.define_flags register flags on a private FlagValues."""
-
-    def __init__(self, values):
-        self._values = values
-
-    def __getattr__(self, name):
-        from absl import flags
-
-        function = getattr(flags, name)
-        return lambda *args, **kwargs: function(*args, flag_values=self._values, **kwargs)
 
 
 def test_generated_flagfiles_are_up_to_date_and_token_models_use_the_transformer_recipe():

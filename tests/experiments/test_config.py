@@ -10,6 +10,7 @@ from experiments import config as config_lib
 from experiments import run_flags, trainer
 from experiments.errors import UsageError
 from experiments.model_specs import ModelSpec
+from tests.experiments.private_flags import Definer
 
 
 def _distill(tmp_path, **overrides):
@@ -123,24 +124,11 @@ def test_readme_flag_table_is_the_one_the_fields_give():
     assert rows == [f"--{field.name}" for field in dataclasses.fields(config_lib.RunConfig)]
 
 
-class _Definer:
-    """Lets run_flags.define_flags register flags on a private FlagValues."""
-
-    def __init__(self, values):
-        self._values = values
-
-    def __getattr__(self, name):
-        from absl import flags
-
-        function = getattr(flags, name)
-        return lambda *args, **kwargs: function(*args, flag_values=self._values, **kwargs)
-
-
 def test_flags_take_name_default_help_and_choices_from_the_fields():
     from absl import flags
 
     values = flags.FlagValues()
-    run_flags.define_flags(_Definer(values), defaults={"epochs": 7})
+    run_flags.define_flags(Definer(values), defaults={"epochs": 7})
     for field in dataclasses.fields(config_lib.RunConfig):
         assert field.metadata["help"] in values[field.name].help, field.name
     assert values["epochs"].default == 7 and values["lr"].default == 0.05
@@ -209,7 +197,7 @@ def test_malformed_method_kwargs_names_the_flag(text, message):
     from absl import flags
 
     values = flags.FlagValues()
-    run_flags.define_flags(_Definer(values))
+    run_flags.define_flags(Definer(values))
     values(["prog", f"--method_kwargs={text}", "--teacher_weights=t.keras"])
     with pytest.raises(UsageError, match=message):
         run_flags.config_from_flags(values).validate()

@@ -5,6 +5,7 @@ from absl import flags
 
 from experiments import errors, run_flags
 from kerasdistill.training.callbacks import TrainingDiverged
+from tests.experiments.private_flags import Definer
 
 
 @pytest.mark.parametrize(
@@ -42,17 +43,6 @@ def test_other_errors_are_bugs_and_keep_their_traceback():
         errors.report(KeyError("x"))
 
 
-class _Definer:
-    """Lets run_flags.define_flags register flags on a private FlagValues."""
-
-    def __init__(self, values):
-        self._values = values
-
-    def __getattr__(self, name):
-        function = getattr(flags, name)
-        return lambda *args, **kwargs: function(*args, flag_values=self._values, **kwargs)
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -66,7 +56,7 @@ class _Definer:
 def test_flag_parsing_errors_print_one_line_and_exit_2(capsys, monkeypatch, args, message):
     monkeypatch.delenv(errors.VERBOSE_ENV, raising=False)
     values = flags.FlagValues()
-    run_flags.define_flags(_Definer(values))
+    run_flags.define_flags(Definer(values))
     with pytest.raises(flags.Error) as parse_error:
         values(["prog", *args])
     with pytest.raises(SystemExit) as exit_info:
