@@ -175,3 +175,34 @@ def test_distiller_step_uses_the_optimizer_step_for_warmup():
     distiller.reset_metrics()
     second = distiller.train_on_batch(x, y, return_dict=True)
     assert second["loss_nckd"] > 0.0
+
+
+def _z_score(logits):
+    """Sun et al. (CVPR 2024): per-sample mean removed, divided by 1e-7 + the sample std."""
+    logits = logits.astype("float64")
+    centered = logits - logits.mean(axis=1, keepdims=True)
+    return centered / (1e-7 + logits.std(axis=1, ddof=1, keepdims=True))
+
+
+def test_standardized_terms_match_numpy_on_z_scored_logits_and_ignore_shift_and_scale():
+    student, teacher = _logits(12), _logits(13, scale=6.0)
+    method = DKD(tckd_weight=9.0, nckd_weight=81.0, standardize=True)
+    out = method({"logits": teacher}, {"logits": student}, LABELS)
+    tckd, nckd = _numpy_dkd(_z_score(student), _z_score(teacher), LABELS, 9.0, 81.0)
+    np.testing.assert_allclose(float(out["loss_tckd"]), tckd, rtol=1e-5)
+    np.testing.assert_allclose(float(out["loss_nckd"]), nckd, rtol=1e-5)
+    scale = np.array([[0.2], [3.0], [10.0], [1.5]], "float32")
+    moved = method({"logits": teacher * scale + 40.0}, {"logits": student / scale - 9.0}, LABELS)
+    for term in out:
+        np.testing.assert_allclose(float(moved[term]), float(out[term]), rtol=1e-4)
+    plain = DKD()({"logits": teacher * scale}, {"logits": student}, LABELS)
+    assert abs(float(plain["loss_nckd"]) - _numpy_dkd(student, teacher, LABELS)[1]) > 1e-3
+
+
+def test_standardize_is_off_by_default_and_round_trips():
+    assert DKD().standardize is False and DKD().get_config()["standardize"] is False
+    method = methods.get("dkd", standardize=True, warmup_epochs=1.0)
+    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(method))
+    assert revived.standardize is True and revived.get_config() == method.get_config()
+    with pytest.raises(TypeError, match=r"DKD standardize must be True or False, got 1"):
+        DKD(standardize=1)
