@@ -370,7 +370,7 @@ def fit_with_checkpoints(
 
     _keep_history_before(output_dir / "history.csv", start_step // steps)
     checkpointer = Checkpointer(
-        output_dir / CHECKPOINT, steps, config.checkpoint_every_steps, start_step,
+        output_dir / CHECKPOINT, steps, config.checkpoint_every_steps,
         metadata={"config": dataclasses.asdict(config), "model_files": digests},
     )
     callbacks = make_callbacks(config, output_dir, checkpointer, extra_callbacks)

@@ -145,8 +145,9 @@ def restore(path, model):
 class Checkpointer(keras.callbacks.Callback):
     """Saves the training state every `every_steps` steps, at each epoch end and on SIGTERM.
 
-    The position saved counts global training steps from `start_step` (the
-    step of the checkpoint training resumed from, 0 on a fresh start). On
+    The position saved is the optimizer's own step counter (`iterations`,
+    restored with the optimizer on a resume; a skipped non-finite step is not
+    counted, and training stops at one). On
     SIGTERM the state is saved after the current step and training stops;
     `interrupted` is then True. Use as a context manager around `fit` calls
     so that the SIGTERM handler is installed and removed.
@@ -155,16 +156,14 @@ class Checkpointer(keras.callbacks.Callback):
         path: The checkpoint file.
         steps_per_epoch: Steps in one epoch.
         every_steps: Save every this many steps (0: only at epoch ends).
-        start_step: Steps already trained.
         metadata: JSON-serializable facts stored with every checkpoint.
     """
 
-    def __init__(self, path, steps_per_epoch, every_steps=0, start_step=0, metadata=None):
+    def __init__(self, path, steps_per_epoch, every_steps=0, metadata=None):
         super().__init__()
         self.path = pathlib.Path(path)
         self.steps_per_epoch = int(steps_per_epoch)
         self.every_steps = int(every_steps)
-        self.step = int(start_step)
         self.metadata = dict(metadata or {})
         self.interrupted = False
         self._sigterm = False
@@ -182,23 +181,29 @@ class Checkpointer(keras.callbacks.Callback):
         del signum, frame
         self._sigterm = True
 
+    @property
+    def step(self):
+        """Training steps taken so far (the optimizer's `iterations`)."""
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
     def position(self):
         """The current position: global `step`, `epoch` and `batch` within it."""
-        epoch, batch = divmod(self.step, self.steps_per_epoch)
-        return {"step": self.step, "epoch": epoch, "batch": batch}
+        step = self.step
+        epoch, batch = divmod(step, self.steps_per_epoch)
+        return {"step": step, "epoch": epoch, "batch": batch}
 
     def save(self):
         """Writes the current training state."""
         save(self.path, self.model, self.position(), self.metadata)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        end_of_epoch = self.step % self.steps_per_epoch == 0  # Saved by on_epoch_end.
+        step = self.step
+        end_of_epoch = step % self.steps_per_epoch == 0  # Saved by on_epoch_end.
         if self._sigterm and not end_of_epoch:
             self.save()
             self.interrupted = True
             self.model.stop_training = True
-        elif self.every_steps and self.step % self.every_steps == 0 and not end_of_epoch:
+        elif self.every_steps and step % self.every_steps == 0 and not end_of_epoch:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):

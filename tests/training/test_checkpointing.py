@@ -40,3 +40,24 @@ def test_a_checkpoint_that_does_not_match_names_the_variables(tmp_path):
                                          r"extra/kernel, optimizer/extra_bias_momentum, "
                                          r"optimizer/extra_kernel_momentum\.$"):
         checkpointing.restore(tmp_path / "c.npz", _model(["first", "second"], extra=True))
+
+
+def test_checkpointer_saves_the_optimizers_step_and_a_restored_run_goes_on_from_it(tmp_path):
+    x = np.arange(30, dtype="float32").reshape(10, 3) / 10
+    model = _model(["first", "second"])
+    path = tmp_path / "c.npz"
+    saved_at = []
+
+    class Saves(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if path.exists():
+                saved_at.append(checkpointing.read_metadata(path)["step"])
+
+    checkpointer = checkpointing.Checkpointer(path, steps_per_epoch=5, every_steps=2)
+    model.fit(x, x, batch_size=2, epochs=1, verbose=0, callbacks=[checkpointer, Saves()])
+    assert sorted(set(saved_at)) == [2, 4]  # Every 2 steps, but not at the epoch end ...
+    meta = checkpointing.restore(path, restored := _model(["first", "second"]))
+    assert meta["step"] == 5 and (meta["epoch"], meta["batch"]) == (1, 0)  # ... saved there.
+    resumed = checkpointing.Checkpointer(path, steps_per_epoch=5)
+    resumed.set_model(restored)
+    assert resumed.position() == {"step": 5, "epoch": 1, "batch": 0}
