@@ -8,28 +8,24 @@
 
 Every (row, seed) is one `experiments/cifar100.py` process with the same budget
 (epochs, steps, batch) and the row's own flags; `--parallel` of them run at a
-time, each on its share of the CPU threads, seed-major (every row's first seed
-before any row's second). A run whose `metrics.json` exists is not run again, so
-an interrupted table resumes. The report gives each row's mean and sample
-standard deviation of test top-1 over the seeds that finished, and marks rows
-whose mean differs from the `--baseline` row's by more than twice the larger
-of the two standard deviations. A mistake in the flags ends it with one line on
-stderr and exit status 2, as the other scripts.
+time, seed-major (every row's first seed before any row's second), resumable
+(`experiments/seeded_runs.py`, which defines the flags both tables take:
+`--seeds`, `--parallel`, `--output_dir` (default `runs/ablation`), ...). The
+report gives each row's mean and sample standard deviation of test top-1 over
+the seeds that finished, and marks rows whose mean differs from the
+`--baseline` row's by more than twice the larger of the two standard
+deviations. A mistake in the flags ends it with one line on stderr and exit
+status 2, as the other scripts.
 """
 
-import concurrent.futures
 import json
-import os
 import pathlib
-import statistics
-import subprocess
-import sys
 
 from absl import flags
 
-from experiments import errors
+from experiments import errors, seeded_runs
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = seeded_runs.REPO
 
 KD = {"weight": 0.9, "temperature": 4.0}
 EVERY_STAGE = {"stages": 3}
@@ -84,13 +80,8 @@ ROWS = {
     ),
 }
 # The heterogeneous pair: the CNN teacher's 8x8x64 last map against a resnet20-sized
-# ViT's 8x8x96 token map, trained with the transformer recipe (AdamW, warm-up + cosine,
-# label smoothing 0.1) scaled to the one-pass budget.
-VIT = {
-    "student": "vit_mini_p4",
-    "flags": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "lr_schedule": "cosine",
-              "lr_warmup_epochs": 0.1, "label_smoothing": 0.1},
-}
+# ViT's 8x8x96 token map, trained with the transformer recipe scaled to the one-pass budget.
+VIT = {"student": "vit_mini_p4", "flags": seeded_runs.TRANSFORMER_RECIPE}
 ROWS.update({
     # The ViT's own baseline; no CNN row is its pair.
     "vit_student": ("ViT student trained alone (CE)", {**VIT, "mode": "student", "against": None}),
@@ -111,22 +102,15 @@ flags.DEFINE_string("teacher_weights", "", "Trained teacher (.keras, .weights.h5
 flags.DEFINE_string("dataset", str(REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"),
                     "Dataset name or folder/archive.")
 flags.DEFINE_integer("epochs", 1, "Epochs of every run.")
-flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch of every run (0: one full pass).")
-flags.DEFINE_integer("batch_size", 64, "Batch size of every run.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every row runs once per seed.")
 flags.DEFINE_list("rows", list(ROWS), f"Rows to run, from: {', '.join(ROWS)}.")
 flags.DEFINE_string("baseline", "kd",
                     "Row the others are compared with in the report (unless a row names its own).")
-flags.DEFINE_integer("parallel", 2, "Runs at the same time, each on cores/parallel threads.")
-flags.DEFINE_string("output_dir", "runs/ablation", "One sub-directory per row, one per seed in it.")
-flags.DEFINE_bool("report_only", False, "Report the finished runs without running any.")
-flags.DEFINE_string("report", "", "Markdown file for the table (default: <output_dir>/table.md).")
 FLAGS = flags.FLAGS
 
 
 def run_dir(name, seed):
     """Where run (`name`, `seed`) writes its outputs."""
-    return pathlib.Path(FLAGS.output_dir) / name / f"seed_{seed}"
+    return seeded_runs.output_dir() / name / f"seed_{seed}"
 
 
 def row_command(name, seed):
@@ -155,72 +139,29 @@ def row_command(name, seed):
             teacher_weights=FLAGS.teacher_weights,
             method_kwargs=json.dumps(kwargs),
         )
-    return [sys.executable, str(REPO / "experiments" / "cifar100.py")] + [
-        f"--{key}={value}" for key, value in args.items()
-    ]
-
-
-def run(name, seed, threads):
-    """Runs (`name`, `seed`) unless its metrics exist; returns its metrics dict."""
-    out = run_dir(name, seed)
-    metrics_path = out / "metrics.json"
-    if not metrics_path.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads),
-               "TF_NUM_INTEROP_THREADS": str(threads)}
-        with open(out / "log.txt", "a") as log:
-            subprocess.run(row_command(name, seed), stdout=log, stderr=subprocess.STDOUT,
-                           env=env, check=True)
-    return json.loads(metrics_path.read_text())
-
-
-def summarize(accuracies):
-    """(mean, sample std or 0 for one value, count) of a list of accuracies in %."""
-    mean = statistics.fmean(accuracies)
-    std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
-    return mean, std, len(accuracies)
-
-
-def verdict(row, base):
-    """"better" / "worse" when `row` differs from `base` beyond twice the larger std.
-
-    Returns:
-        "better", "worse", "within noise", or "n/a" when either has fewer than 2 seeds.
-    """
-    (mean, std, n), (base_mean, base_std, base_n) = row, base
-    if n < 2 or base_n < 2:
-        return "n/a"
-    margin = 2 * max(std, base_std)
-    if mean - base_mean > margin:
-        return "better"
-    if base_mean - mean > margin:
-        return "worse"
-    return "within noise"
+    return seeded_runs.command(args)
 
 
 def report(results):
     """A markdown table: mean +- std of test top-1 per row, and the comparison."""
     stats = {
-        name: summarize([100 * m["test_accuracy"] for m in runs.values()])
-        for name, runs in results.items() if runs
+        name: seeded_runs.top1_stats(runs.values()) for name, runs in results.items() if runs
     }
     lines = [
-        f"Teacher {FLAGS.teacher}; student {FLAGS.student} unless the row names one; "
-        f"dataset {pathlib.Path(FLAGS.dataset).name}; {FLAGS.epochs} epoch(s) x "
-        f"{FLAGS.steps_per_epoch or 'all'} steps x batch {FLAGS.batch_size}; "
-        f"seeds {', '.join(FLAGS.seeds)}.",
+        (f"Teacher {FLAGS.teacher}; student {FLAGS.student} unless the row names one; "
+         f"dataset {pathlib.Path(FLAGS.dataset).name}; {FLAGS.epochs} epoch(s) x "
+         f"{FLAGS.steps_per_epoch or 'all'} steps x batch {FLAGS.batch_size}; "
+         f"seeds {', '.join(FLAGS.seeds)}."),
         "",
         "| row | what | test top-1 (%) mean ± std | seeds | against (beyond 2 std?) |",
         "|---|---|---:|---:|---|",
     ]
-    for name, (mean, std, n) in stats.items():
+    for name, row in stats.items():
         other = ROWS[name][1].get("against", FLAGS.baseline)
         against = ""
         if other in stats and other != name:
-            phrase = {"better": "better than", "worse": "worse than",
-                      "within noise": "within noise of", "n/a": "too few seeds to compare with"}
-            against = f"{phrase[verdict((mean, std, n), stats[other])]} {other}"
-        lines.append(f"| {name} | {ROWS[name][0]} | {mean:.2f} ± {std:.2f} | {n} | {against} |")
+            against = seeded_runs.compared(row, stats[other], other)
+        lines.append(f"| {name} | {ROWS[name][0]} | {seeded_runs.formatted(row)} | {against} |")
     teacher = next((m["teacher_test_accuracy"] for runs in results.values()
                     for m in runs.values() if "teacher_test_accuracy" in m), None)
     if teacher is not None:
@@ -236,30 +177,17 @@ def main(argv):
     if not pathlib.Path(FLAGS.teacher_weights).is_file():
         raise errors.UsageError(f"--teacher_weights={FLAGS.teacher_weights!r}: no such file.")
     seeds = [int(seed) for seed in FLAGS.seeds]
-    threads = max(1, (os.cpu_count() or 1) // FLAGS.parallel)
-    results = {name: {} for name in FLAGS.rows}
+    keys = [(name, seed) for seed in seeds for name in FLAGS.rows]
     if FLAGS.report_only:
-        for name in FLAGS.rows:
-            for seed in seeds:
-                metrics_path = run_dir(name, seed) / "metrics.json"
-                if metrics_path.exists():
-                    results[name][seed] = json.loads(metrics_path.read_text())
-        seeds = []  # Nothing to run.
-    with concurrent.futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
-        futures = {
-            (name, seed): pool.submit(run, name, seed, threads)
-            for seed in seeds for name in FLAGS.rows
-        }
-        for (name, seed), future in futures.items():
-            try:
-                results[name][seed] = future.result()
-            except subprocess.CalledProcessError as error:
-                print(f"run {name} seed {seed} failed ({error}); see its log.txt", file=sys.stderr)
-    table = report(results)
-    path = pathlib.Path(FLAGS.report or pathlib.Path(FLAGS.output_dir) / "table.md")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(table)
-    print(table)
+        done = {key: seeded_runs.finished(run_dir(*key)) for key in keys}
+    else:
+        jobs = {key: (row_command(*key), run_dir(*key)) for key in keys}
+        done = seeded_runs.run_all(jobs, FLAGS.parallel)
+    results = {name: {} for name in FLAGS.rows}
+    for (name, seed), metrics in done.items():
+        if metrics is not None:
+            results[name][seed] = metrics
+    seeded_runs.write_report(report(results))
 
 
 if __name__ == "__main__":

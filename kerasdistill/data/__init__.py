@@ -29,8 +29,8 @@ _EXPORTS = {
 }
 
 _MODULES = (
-    "augment", "datasets", "folders", "imagenet", "imagenet_augment", "pipeline", "sources",
-    "stats", "validation",
+    "augment", "datasets", "folders", "idx", "imagenet", "imagenet_augment", "pipeline",
+    "sources", "stats", "validation",
 )
 
 __all__ = [

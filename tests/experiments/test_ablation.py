@@ -11,21 +11,6 @@ from experiments import config as run_config
 from kerasdistill import methods
 
 
-def test_verdict_counts_a_difference_only_beyond_twice_the_larger_std():
-    base = (65.0, 0.3, 3)
-    assert ablation.verdict((65.7, 0.2, 3), base) == "better"  # 0.7 > 2 * 0.3
-    assert ablation.verdict((65.5, 0.2, 3), base) == "within noise"
-    assert ablation.verdict((64.0, 0.45, 3), base) == "worse"  # 1.0 > 2 * 0.45
-    assert ablation.verdict((64.0, 0.55, 3), base) == "within noise"
-    assert ablation.verdict((70.0, 0.0, 1), base) == "n/a"
-
-
-def test_summarize_uses_the_sample_standard_deviation():
-    mean, std, n = ablation.summarize([64.0, 65.0, 66.0])
-    assert (mean, n) == (65.0, 3) and std == pytest.approx(1.0)
-    assert ablation.summarize([61.5]) == (61.5, 0.0, 1)
-
-
 def test_report_only_reads_finished_runs_and_compares_each_row_with_its_own_baseline(
     tmp_path, capsys
 ):

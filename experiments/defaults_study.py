@@ -1,0 +1,419 @@
+"""The defaults study (issue 21): candidate defaults over settings a user brings.
+
+    python experiments/defaults_study.py --dry_run     # the grid, its size, its commands
+    python experiments/defaults_study.py --measure     # times two tiny runs: the cost estimate
+    python experiments/defaults_study.py --seeds=0     # screening: every candidate, one seed
+    python experiments/defaults_study.py --candidates=student,kd,kd_ls --seeds=0,1,2
+
+One base setting (the 100-class development set tin-dev-100-32, resnet56 ->
+resnet20, the SGD reference recipe, the short budget, T = 4) and each axis varied
+from it one at a time (`SETTINGS`): data (CIFAR-10, Fashion-MNIST), pair (CNN ->
+vit_mini_p4, plain `keras.Sequential` conv nets), optimizer (Adam, AdamW with
+Keras's defaults), budget (long) and temperature (10). Every setting trains every
+candidate (`CANDIDATES`); a row is (setting, candidate), one
+`experiments/cifar100.py` process per (row, seed), `--parallel` at a time,
+resumable (`experiments/seeded_runs.py`, which defines `--seeds` (default 0,1,2),
+`--parallel`, `--output_dir` (default `runs/defaults_study`), `--steps_per_epoch`,
+`--batch_size`, `--report_only` and `--report`). Rows whose command is the same as an
+earlier row's (the student alone does not depend on T) share its runs.
+
+The teachers are trained first by the study itself, one per (data, teacher), with
+the SGD reference recipe over `--teacher_epochs`, and cached in
+`<output_dir>/teachers/`; the report gives each one's test top-1. The Fashion-MNIST
+files come from Debian's `dataset-fashion-mnist` package (written once as a 32x32
+image folder by `kerasdistill.data.idx`); the study stops with one line naming
+`apt-get install dataset-fashion-mnist` when they are missing.
+
+The cost: `--measure` trains the base setting's teacher and its Hinton KD row for
+`MEASURE_STEPS` steps each, fits `wall seconds = a + b * steps` to the two KD
+runs, and costs every run of the grid as that line at its own steps, times its
+threads (CPU seconds). Every step is costed as one of the base KD row (ViT,
+Sequential and teacher runs differ), so the estimate is rough.
+"""
+
+import json
+import math
+import pathlib
+import shlex
+
+from absl import flags
+
+from experiments import errors, quiet, seeded_runs
+
+DATA_ROOT = seeded_runs.REPO.parent / "shared" / "data"
+# Data: the archive in --data_root (or the folder the study writes), classes, training images.
+DATA = {
+    "tin32": ("tin-dev-100-32.tar.gz", 100, 50_000),
+    "cifar10": ("cifar10-jpeg.tar.gz", 10, 50_000),
+    "fashion_mnist": (None, 10, 60_000),
+}
+SEQUENTIAL = "sequential"
+# Pair -> (teacher, student, flags of the pair's runs). The Sequential pair's models are
+# `.keras` files the study writes (`sequential_net`); the ViT student takes the transformer
+# recipe, whatever the setting's optimizer.
+PAIRS = {
+    "zoo": ("resnet56", "resnet20", {}),
+    "vit": ("resnet56", "vit_mini_p4", seeded_runs.TRANSFORMER_RECIPE),
+    SEQUENTIAL: (SEQUENTIAL, SEQUENTIAL, {}),
+}
+# Optimizer -> flags. sgd: the reference recipe (the run's defaults: lr 0.05, momentum 0.9,
+# coupled L2 5e-4). adam / adamw: Keras's defaults (lr 1e-3; AdamW decay 0.004; AdamW
+# with no decay is Adam). Every optimizer keeps the run's step schedule (LR / 10 at 5/8,
+# 3/4 and 7/8 of training): the runs have no constant schedule.
+OPTIMIZERS = {
+    "sgd": {},
+    "adam": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0},
+    "adamw": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.004},
+}
+BASE = {"data": "tin32", "pair": "zoo", "optimizer": "sgd", "budget": "short", "temperature": 4.0}
+AXES = {
+    "data": ("cifar10", "fashion_mnist"),
+    "pair": ("vit", SEQUENTIAL),
+    "optimizer": ("adam", "adamw"),
+    "budget": ("long",),
+    "temperature": (10.0,),
+}
+SETTINGS = {"base": BASE} | {
+    f"{axis}_{value:g}" if isinstance(value, float) else f"{axis}_{value}": {**BASE, axis: value}
+    for axis, values in AXES.items() for value in values
+}
+# Candidate -> (what it is, (temperature, epochs) -> its flags). T is the setting's
+# temperature; DKD's warm-up is 1/12 of training (20 of mdistiller's 240 epochs).
+# The LS rows follow Sun et al. (CVPR 2024): KD weight 9 with CE 0.1 at their base
+# temperature 2 (kd_ls) or at the user's T (kd_ls_t); DKD weights 9 and 81.
+CANDIDATES = {
+    "student": ("student trained alone (CE)", lambda t, epochs: {"mode": "student"}),
+    "kd": ("Hinton KD: CE 0.1 + KD 0.9 at T", lambda t, epochs: {
+        "method": "kd", "ce_weight": 0.1, "kwargs": {"kd": {"weight": 0.9, "temperature": t}}}),
+    "kd_ls": ("KD on standardized logits: CE 0.1 + KD 9 at T 2 (the authors' recipe)",
+              lambda t, epochs: {"method": "kd", "ce_weight": 0.1, "kwargs": {"kd": {
+                  "weight": 9.0, "temperature": 2.0, "standardize": True}}}),
+    "kd_ls_t": ("KD on standardized logits: CE 0.1 + KD 9 at T", lambda t, epochs: {
+        "method": "kd", "ce_weight": 0.1,
+        "kwargs": {"kd": {"weight": 9.0, "temperature": t, "standardize": True}}}),
+    "dkd": ("DKD: CE 1 + TCKD 1 + NCKD 8 at T", lambda t, epochs: {
+        "method": "dkd", "kwargs": {"dkd": {"temperature": t, "warmup_epochs": epochs / 12}}}),
+    "dkd_ls": ("DKD on standardized logits: CE 1 + TCKD 9 + NCKD 81 at T", lambda t, epochs: {
+        "method": "dkd", "kwargs": {"dkd": {
+            "tckd_weight": 9.0, "nckd_weight": 81.0, "temperature": t,
+            "warmup_epochs": epochs / 12, "standardize": True}}}),
+    "msdcrd": ("MSDCRD, library defaults (CE 1)",
+               lambda t, epochs: {"method": "msdcrd", "kwargs": {"msdcrd": {}}}),
+    "kd_msdcrd": ("CE 1 + KD 1 at T + MSDCRD (the flagfiles' choice)", lambda t, epochs: {
+        "method": "kd,msdcrd", "kwargs": {"kd": {"weight": 1.0, "temperature": t}, "msdcrd": {}}}),
+    "kd_ls_msdcrd": ("CE 1 + KD 1 on standardized logits at T 2 + MSDCRD", lambda t, epochs: {
+        "method": "kd,msdcrd",
+        "kwargs": {"kd": {"weight": 1.0, "temperature": 2.0, "standardize": True},
+                   "msdcrd": {}}}),
+}
+STUDENT, HINTON = "student", "kd"
+MEASURE_STEPS = (10, 40)
+
+flags.DEFINE_list("settings", list(SETTINGS), f"Settings to run, from: {', '.join(SETTINGS)}.")
+flags.DEFINE_list("candidates", list(CANDIDATES),
+                  f"Candidates to run, from: {', '.join(CANDIDATES)}.")
+flags.DEFINE_integer("short_epochs", 1, "Epochs of the short budget.")
+flags.DEFINE_integer("long_epochs", 10, "Epochs of the long budget.")
+flags.DEFINE_integer("teacher_epochs", 30, "Epochs of each teacher (SGD reference recipe).")
+flags.DEFINE_string("data_root", str(DATA_ROOT), "Folder of the tin-dev and CIFAR-10 archives.")
+flags.DEFINE_string("fashion_mnist_dir", "/usr/share/datasets/fashion-mnist",
+                    "Folder of the Fashion-MNIST IDX files (package dataset-fashion-mnist).")
+flags.DEFINE_bool("dry_run", False, "Print the grid's size, cost and commands; run nothing.")
+flags.DEFINE_bool("measure", False, "Time two tiny runs for the cost estimate, then stop.")
+FLAGS = flags.FLAGS
+
+
+def epochs_of(setting):
+    """The epochs of a setting's budget."""
+    return FLAGS.short_epochs if setting["budget"] == "short" else FLAGS.long_epochs
+
+
+def dataset_path(data):
+    """The `--dataset` of `data`: an archive in --data_root, or the folder the study writes."""
+    archive = DATA[data][0]
+    if archive is None:
+        return str(seeded_runs.output_dir() / "data" / f"{data}-32")
+    return str(pathlib.Path(FLAGS.data_root) / archive)
+
+
+def sequential_path(role, data):
+    """The `.keras` file of the Sequential pair's `role` ("teacher" / "student") for `data`."""
+    return str(seeded_runs.output_dir() / "models" / f"sequential_{role}_{data}.keras")
+
+
+def model_flag(role, setting):
+    """The `--teacher` / `--student` value of a setting's pair."""
+    teacher, student, _ = PAIRS[setting["pair"]]
+    name = teacher if role == "teacher" else student
+    return sequential_path(role, setting["data"]) if name == SEQUENTIAL else name
+
+
+def common_flags(dataset, epochs, seed, output_dir):
+    return {"dataset": dataset, "epochs": epochs, "steps_per_epoch": FLAGS.steps_per_epoch,
+            "batch_size": FLAGS.batch_size, "seed": seed, "output_dir": output_dir,
+            "verbose": 2, "export": "keras"}
+
+
+def teacher_dir(setting):
+    """Where the teacher of a setting is trained (shared by the settings of its data and pair)."""
+    name = PAIRS[setting["pair"]][0]
+    return seeded_runs.output_dir() / "teachers" / f"{setting['data']}_{name}"
+
+
+def teacher_args(setting):
+    """The flags of the run that trains a setting's teacher (seed 0)."""
+    return {"mode": "teacher", "teacher": model_flag("teacher", setting),
+            **common_flags(dataset_path(setting["data"]), FLAGS.teacher_epochs, 0,
+                           str(teacher_dir(setting)))}
+
+
+def row_args(setting, candidate, seed, output_dir):
+    """The flags of (setting, candidate) at `seed`, writing to `output_dir`."""
+    epochs = epochs_of(setting)
+    spec = CANDIDATES[candidate][1](setting["temperature"], epochs)
+    args = {"mode": spec.get("mode", "distill"), "student": model_flag("student", setting),
+            **common_flags(dataset_path(setting["data"]), epochs, seed, str(output_dir)),
+            **OPTIMIZERS[setting["optimizer"]], **PAIRS[setting["pair"]][2]}
+    if args["mode"] == "distill":
+        teacher = model_flag("teacher", setting)
+        args.update(
+            teacher="" if teacher.endswith(".keras") else teacher,
+            teacher_weights=str(teacher_dir(setting) / "model.keras"),
+            method=spec["method"], ce_weight=spec.get("ce_weight", 1.0),
+            method_kwargs=json.dumps(spec["kwargs"]),
+        )
+    return args
+
+
+def plan(settings, candidates, seeds):
+    """The study's runs.
+
+    Returns:
+        `(teachers, rows)`: `teachers` maps a teacher directory to its flags;
+        `rows` maps `(setting, candidate, seed)` to `(flags, run directory)`, in
+        run order (seed-major). A row whose flags (but for the directory) equal
+        an earlier row's gets that row's directory.
+    """
+    teachers, rows, first = {}, {}, {}
+    for seed in seeds:
+        for setting_name in settings:
+            setting = SETTINGS[setting_name]
+            for candidate in candidates:
+                out = seeded_runs.output_dir() / "runs" / setting_name / candidate
+                out = out / f"seed_{seed}"
+                args = row_args(setting, candidate, seed, out)
+                key = json.dumps({k: v for k, v in args.items() if k != "output_dir"})
+                out = first.setdefault(key, out)
+                rows[(setting_name, candidate, seed)] = ({**args, "output_dir": str(out)}, out)
+                if args["mode"] == "distill":
+                    teachers[teacher_dir(setting)] = teacher_args(setting)
+    return teachers, rows
+
+
+def steps_of(args):
+    """Training steps of a run's flags."""
+    data = next(name for name in DATA if dataset_path(name) == args["dataset"])
+    per_epoch = args["steps_per_epoch"] or math.ceil(DATA[data][2] / args["batch_size"])
+    return args["epochs"] * per_epoch
+
+
+def fit_line(points):
+    """`(a, b)` of the least-squares line `seconds = a + b * steps` through `(steps, seconds)`."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    b = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum(
+        (x - mean_x) ** 2 for x, _ in points)
+    return mean_y - b * mean_x, b
+
+
+def measure_dir(steps):
+    return seeded_runs.output_dir() / "measure" / f"steps_{steps}"
+
+
+def measured():
+    """`(a, b, threads)` from the `--measure` runs, or None when they have not finished."""
+    points, threads = [], 1
+    for steps in MEASURE_STEPS:
+        path = measure_dir(steps) / seeded_runs.TIMING_FILE
+        if not path.exists():
+            return None
+        timing = json.loads(path.read_text())
+        points.append((steps, timing["wall_seconds"]))
+        threads = timing["threads"]
+    return (*fit_line(points), threads)
+
+
+def distinct_runs(rows):
+    """`{run directory: flags}` of the `plan` rows, each directory once, in run order."""
+    return {out: args for args, out in rows.values()}
+
+
+def size_and_cost(teachers, rows, settings, candidates, seeds):
+    """Lines saying the grid's size and (after `--measure`) its estimated CPU-hours."""
+    distinct = distinct_runs(rows)
+    lines = [(
+        f"Grid: {len(settings)} settings x {len(candidates)} candidates = "
+        f"{len(settings) * len(candidates)} rows; {len(distinct) // max(len(seeds), 1)} distinct "
+        f"runs per seed x {len(seeds)} seed(s) + {len(teachers)} teachers = "
+        f"{len(distinct) + len(teachers)} runs."
+    )]
+    fit = measured()
+    if fit is None:
+        lines.append("Cost: not measured yet; run --measure (two tiny runs) first.")
+        return lines
+    a, b, threads = fit
+    runs = list(teachers.values()) + list(distinct_runs(rows).values())
+    cpu_seconds = sum((a + b * steps_of(args)) * threads for args in runs)
+    lines.append(
+        f"Cost: about {cpu_seconds / 3600:.1f} CPU-hours: each run's wall time = {a:.0f} s + "
+        f"{b:.3f} s/step x its steps, fitted to the base KD row at {MEASURE_STEPS} steps on "
+        f"{threads} thread(s), times its threads."
+    )
+    return lines
+
+
+def measure_jobs():
+    """The `--measure` runs: the base teacher and KD row at each of `MEASURE_STEPS` steps."""
+    base = SETTINGS["base"]
+    root = seeded_runs.output_dir() / "measure"
+    teacher = {**teacher_args(base), "epochs": 1, "steps_per_epoch": MEASURE_STEPS[0],
+               "output_dir": str(root / "teacher")}
+    jobs = {"teacher": (seeded_runs.command(teacher), root / "teacher")}
+    for steps in MEASURE_STEPS:
+        args = {**row_args(base, HINTON, 0, measure_dir(steps)), "epochs": 1,
+                "steps_per_epoch": steps, "teacher_weights": str(root / "teacher" / "model.keras")}
+        jobs[f"kd_{steps}"] = (seeded_runs.command(args), measure_dir(steps))
+    return jobs
+
+
+def sequential_net(filters, num_classes, name):
+    """A plain conv net of the kind users write: no BatchNorm, Flatten + Dense logits."""
+    import keras
+
+    return keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(filters, 3, strides=2, padding="same"),
+        keras.layers.LeakyReLU(0.2),
+        keras.layers.MaxPooling2D(2, strides=1, padding="same"),
+        keras.layers.Conv2D(2 * filters, 3, strides=2, padding="same"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(num_classes),
+    ], name=name)
+
+
+def prepare(settings):
+    """Writes what the runs read: the Fashion-MNIST folder and the Sequential pair's files."""
+    from kerasdistill.data import idx
+
+    for setting in (SETTINGS[name] for name in settings):
+        if setting["data"] == "fashion_mnist":
+            idx.write_fashion_mnist_folder(dataset_path("fashion_mnist"), FLAGS.fashion_mnist_dir)
+        if setting["pair"] == SEQUENTIAL:
+            for role, filters in (("teacher", 128), ("student", 16)):
+                path = pathlib.Path(sequential_path(role, setting["data"]))
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    classes = DATA[setting["data"]][1]
+                    sequential_net(filters, classes, f"sequential_{role}").save(path)
+
+
+def check(settings, candidates):
+    """Checks the names and that the data is there, before anything runs.
+
+    Raises:
+        UsageError: Naming the first unknown name or missing file.
+    """
+    from kerasdistill.data import idx
+
+    for flag, names, known in (("settings", settings, SETTINGS),
+                               ("candidates", candidates, CANDIDATES)):
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise errors.UsageError(f"--{flag}: unknown {unknown}; choose from {', '.join(known)}.")
+    for data in sorted({SETTINGS[name]["data"] for name in settings}):
+        if DATA[data][0] is None:
+            missing = idx.missing_fashion_mnist_files(FLAGS.fashion_mnist_dir)
+            if missing:
+                raise errors.UsageError(
+                    f"Fashion-MNIST: {missing[0]} is missing; apt-get install "
+                    f"{idx.FASHION_MNIST_PACKAGE} (or pass --fashion_mnist_dir)."
+                )
+        elif not pathlib.Path(dataset_path(data)).is_file():
+            raise errors.UsageError(f"--data_root={FLAGS.data_root!r}: no {DATA[data][0]} in it.")
+
+
+def report(settings, candidates, results, teachers):
+    """The markdown table: each row's test top-1 against the student alone and Hinton KD T=4."""
+    lines = [
+        (f"Budgets: short {FLAGS.short_epochs}, long {FLAGS.long_epochs} epoch(s) x "
+         f"{FLAGS.steps_per_epoch or 'all'} steps x batch {FLAGS.batch_size}; teachers "
+         f"{FLAGS.teacher_epochs} epochs."),
+        "",
+        ("| setting | candidate | test top-1 (%) mean ± std | seeds | vs student alone "
+         "| vs Hinton KD T=4 |"),
+        "|---|---|---:|---:|---|---|",
+    ]
+    stats = {key: seeded_runs.top1_stats(runs) for key, runs in results.items() if runs}
+    for setting_name in settings:
+        hinton_setting = next(name for name, s in SETTINGS.items()
+                              if s == {**SETTINGS[setting_name], "temperature": 4.0})
+        for candidate in candidates:
+            row = stats.get((setting_name, candidate))
+            if row is None:
+                continue
+            cells = []
+            for other in ((setting_name, STUDENT), (hinton_setting, HINTON)):
+                base = stats.get(other)
+                cells.append("" if base is None or other == (setting_name, candidate)
+                             else seeded_runs.compared(row, base, "/".join(other)))
+            lines.append(f"| {setting_name} | {candidate} | {seeded_runs.formatted(row)} | "
+                         f"{cells[0]} | {cells[1]} |")
+    lines += ["", "| teacher | test top-1 (%) |", "|---|---:|"]
+    for out in sorted(teachers):
+        metrics = seeded_runs.finished(out)
+        if metrics is not None:
+            lines.append(f"| {pathlib.Path(out).name} | {100 * metrics['test_accuracy']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    quiet.quiet_libraries()
+    settings, candidates = list(FLAGS.settings), list(FLAGS.candidates)
+    seeds = [int(seed) for seed in FLAGS.seeds]
+    check(settings, candidates)
+    teachers, rows = plan(settings, candidates, seeds)
+    if FLAGS.measure:
+        jobs = measure_jobs()
+        seeded_runs.run_all({"teacher": jobs.pop("teacher")}, 1)
+        seeded_runs.run_all(jobs, FLAGS.parallel)
+    print("\n".join(size_and_cost(teachers, rows, settings, candidates, seeds)))
+    if FLAGS.measure:
+        return
+    if FLAGS.dry_run:
+        for args in teachers.values():
+            print(shlex.join(seeded_runs.command(args)))
+        for args in distinct_runs(rows).values():
+            print(shlex.join(seeded_runs.command(args)))
+        return
+    if not FLAGS.report_only:
+        prepare(settings)
+        trained = seeded_runs.run_all(
+            {out: (seeded_runs.command(args), out) for out, args in teachers.items()},
+            FLAGS.parallel)
+        jobs = {
+            out: (seeded_runs.command(args), out) for out, args in distinct_runs(rows).items()
+            if args["mode"] != "distill" or pathlib.Path(args["teacher_weights"]).parent in trained
+        }
+        seeded_runs.run_all(jobs, FLAGS.parallel)
+    results = {}
+    for (setting_name, candidate, _), (_, out) in rows.items():
+        metrics = seeded_runs.finished(out)
+        if metrics is not None:
+            results.setdefault((setting_name, candidate), []).append(metrics)
+    seeded_runs.write_report(report(settings, candidates, results, teachers))
+
+
+if __name__ == "__main__":
+    errors.run_app(main)
