@@ -322,7 +322,7 @@ def check(settings, candidates):
     """Checks the names and that the data is there, before anything runs.
 
     Raises:
-        UsageError: Naming the first unknown name or missing file.
+        UsageError: Naming the first unknown name, budget below 1 or missing file.
     """
     from kerasdistill.data import idx
 
@@ -331,6 +331,9 @@ def check(settings, candidates):
         unknown = [name for name in names if name not in known]
         if unknown:
             raise errors.UsageError(f"--{flag}: unknown {unknown}; choose from {', '.join(known)}.")
+    for flag in ("short_epochs", "long_epochs", "teacher_epochs"):
+        if FLAGS[flag].value < 1:
+            raise errors.UsageError(f"--{flag}={FLAGS[flag].value}: must be >= 1.")
     for data in sorted({SETTINGS[name]["data"] for name in settings}):
         if DATA[data][0] is None:
             missing = idx.missing_fashion_mnist_files(FLAGS.fashion_mnist_dir)

@@ -120,12 +120,15 @@ def test_missing_fashion_mnist_stops_with_one_line_naming_the_package(tmp_path, 
     )
 
 
-def test_unknown_names_stop_with_one_line(capsys, monkeypatch):
+def test_unknown_names_and_empty_budgets_stop_with_one_line(capsys, monkeypatch):
     monkeypatch.delenv(errors.VERBOSE_ENV, raising=False)
     with flagsaver.flagsaver(), pytest.raises(SystemExit) as exit_info:
         errors.run_app(study.main, ["defaults_study", "--candidates=kd,nope", "--dry_run"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: --candidates: unknown ['nope']; choose from")
+    with flagsaver.flagsaver(), pytest.raises(SystemExit) as exit_info:
+        errors.run_app(study.main, ["defaults_study", "--teacher_epochs=0", "--dry_run"])
+    assert capsys.readouterr().err == "error: --teacher_epochs=0: must be >= 1.\n"
 
 
 def test_cost_is_the_line_through_the_measured_runs_at_each_runs_steps(tmp_path):
