@@ -94,7 +94,8 @@ def test_methods_given_as_names():
 
 def test_misspelled_method_arguments_suggest_the_closest():
     with pytest.raises(TypeError, match="KD got an unexpected argument 'temprature'; did you mean "
-                                        "'temperature'\\? It accepts: temperature, weight, name"):
+                                        "'temperature'\\? It accepts: temperature, weight, "
+                                        "standardize, name"):
         methods.KD(temprature=2.0)
     with pytest.raises(TypeError, match="MSDCRD got an unexpected argument 'sw_wieght'; did you "
                                         "mean 'sw_weight'"):

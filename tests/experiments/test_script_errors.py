@@ -66,8 +66,8 @@ def test_a_misspelled_method_argument_is_the_methods_one_line_error(tiny_folder,
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.splitlines() == [
         'error: --method_kwargs kd {"temprature": 4.0}: KD got an unexpected argument '
-        "'temprature'; did you mean 'temperature'? It accepts: temperature, weight, name, dtype, "
-        "trainable."
+        "'temprature'; did you mean 'temperature'? It accepts: temperature, weight, standardize, "
+        "name, dtype, trainable."
     ]
 
 
