@@ -38,7 +38,6 @@ def _test_accuracy(model_path, folder):
     return np.mean(np.argmax(model.predict(x, verbose=0), -1) == np.array(labels))
 
 
-@pytest.mark.integration  # About 5 s on 2 CPU cores (tracing fit's steps): over the unit budget.
 def test_a_distill_run_trains_exports_and_records_itself(tiny_folder, tmp_path):
     """The smoke run: distil 1 epoch x 2 steps between two tiny CNNs, export model.keras."""
     from tests.experiments.conftest import small_cnn
