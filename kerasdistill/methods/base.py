@@ -99,6 +99,26 @@ class DistillationMethod(keras.layers.Layer):
         self._taps_built = False
         self._is_set_up = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "bind_models" in vars(cls):
+            raise TypeError(
+                f"{cls.__name__}.bind_models is no longer called: take the layers a method "
+                "needs as constructor arguments (e.g. kerasdistill.taps.classifier_layer(model))."
+            )
+
+    @classmethod
+    def from_data(cls, data=None, **kwargs):
+        """Gone: a method declares its `needs` and takes them in `set_up`.
+
+        Raises:
+            AttributeError: Naming what replaces it.
+        """
+        raise AttributeError(
+            f"{cls.__name__}.from_data is gone: build {cls.__name__}(...) and pass "
+            "Distiller(..., training_data=TrainingData(...)) (or call set_up(data))."
+        )
+
     def _check_keyword_arguments(self, kwargs):
         """Raises a `TypeError` naming a misspelled argument and the closest accepted one."""
         unknown = [key for key in kwargs if key not in _LAYER_KWARGS]

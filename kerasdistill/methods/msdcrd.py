@@ -211,11 +211,23 @@ class MSDCRD(DistillationMethod):
         self.sw_weight = float(sw_weight)
         self.fw_weight = float(fw_weight)
 
+    @classmethod
+    def every_stage(cls, *args, **kwargs):
+        """Gone: `MSDCRD(stages=K)` reads feat_1 .. feat_K (reachable from JSON).
+
+        Raises:
+            AttributeError: Naming what replaces it.
+        """
+        raise AttributeError("MSDCRD.every_stage(K) is gone; use MSDCRD(stages=K).")
+
     def _check_choice(self, argument, value, choices):
         """Raises a ValueError unless `value` is one of `choices`."""
         if value not in choices:
+            hint = ""
+            if (argument, value) == ("projection", "classifier"):
+                hint = " (projection='classifier' moved to MSDCRDVariants, with the layers given)"
             raise ValueError(
-                f"{type(self).__name__} {argument} must be one of {choices}, got {value!r}."
+                f"{type(self).__name__} {argument} must be one of {choices}, got {value!r}{hint}."
             )
 
     def loss_terms(self):

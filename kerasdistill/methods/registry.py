@@ -59,6 +59,11 @@ def get(identifier, **kwargs):
     """
     from kerasdistill.methods.base import DistillationMethod
 
+    if "data" in kwargs:
+        raise TypeError(
+            "methods.get no longer takes data=: pass Distiller(..., training_data=TrainingData(...)) "
+            "or call method.set_up(TrainingData(...))."
+        )
     if isinstance(identifier, DistillationMethod):
         if kwargs:
             raise TypeError(f"Hyper-parameters {sorted(kwargs)} given with a method instance.")

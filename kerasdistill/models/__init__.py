@@ -33,3 +33,15 @@ __all__ = [
     "read_torch_state_dict",
     "register",
 ]
+
+# Names that moved to the taps room in the third plan (2026-12-06).
+_MOVED_TO_TAPS = (
+    "taps", "graph", "heads", "stage_maps", "tap_model", "resolve_taps", "classifier_layer",
+    "LOGITS", "FEAT_LAST", "PRE_POOL", "POOLED",
+)
+
+
+def __getattr__(name):
+    if name in _MOVED_TO_TAPS:
+        raise ImportError(f"kerasdistill.models.{name} moved to kerasdistill.taps; import it there.")
+    raise AttributeError(f"module 'kerasdistill.models' has no attribute {name!r}")

@@ -20,3 +20,15 @@ __all__ = [
     "sample_wise_info_nce",
     "sparse_cross_entropy",
 ]
+
+# Ops only MSDCRDVariants uses, moved out of the shared ops in the third plan (2026-12-06).
+_MOVED_TO_VARIANTS = ("different_class_mask", "same_group_mask", "weighted_region_mean")
+
+
+def __getattr__(name):
+    if name in _MOVED_TO_VARIANTS or name == "categorization":
+        raise ImportError(
+            f"kerasdistill.ops.{name} is gone; the variant-only ops are in "
+            "kerasdistill.methods.msdcrd_variants_ops."
+        )
+    raise AttributeError(f"module 'kerasdistill.ops' has no attribute {name!r}")

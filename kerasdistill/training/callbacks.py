@@ -65,3 +65,12 @@ class ThroughputLogger(keras.callbacks.Callback):
         logs["learning_rate"] = float(
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
+
+
+def __getattr__(name):
+    if name == "ValidationLogFilter":
+        raise ImportError(
+            "ValidationLogFilter is gone: a Distiller's evaluation logs only `loss` and the "
+            "compiled metrics, so no validation entry needs removing."
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
