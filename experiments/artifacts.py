@@ -78,12 +78,15 @@ def export(model, output_dir, formats):
         "saved_model": output_dir / "saved_model",
         "tflite": output_dir / "model.tflite",
         "tflite_int8": output_dir / "model_int8.tflite",
+        "onnx": output_dir / "model.onnx",
     }
     for fmt in formats:
         if fmt == "keras":
             model.save(paths[fmt])
         elif fmt == "saved_model":
             export_lib.export_saved_model(model, paths[fmt])
+        elif fmt == "onnx":
+            export_lib.export_onnx(model, paths[fmt])
         else:
             quantization = "dynamic_int8" if fmt == "tflite_int8" else "none"
             export_lib.export_tflite(model, paths[fmt], quantization=quantization)

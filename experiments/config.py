@@ -28,7 +28,8 @@ LR_SCHEDULES = ("cifar", "imagenet", "cosine")
 # adamw: AdamW with decoupled decay (the ViT / MLP-Mixer recipe).
 OPTIMIZERS = ("sgd", "adamw")
 JIT_COMPILE = ("auto", "true", "false")
-EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8")
+# onnx needs the packages tf2onnx and onnx (requirements-test.txt), imported only when asked.
+EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8", "onnx")
 # Fields that may change between a run and its resumption (where and how it runs, what
 # it writes); any other change makes the run directory's checkpoint another run's.
 RESUMABLE_CHANGES = (
@@ -119,8 +120,8 @@ class RunConfig:
     jit_compile: str = _field("auto", "XLA-compile the train step (`auto`: only where a GPU is "
                               "visible; on CPU XLA measured slower).", JIT_COMPILE,
                               lowercase=True)
-    export: str = _field("saved_model,keras", "Comma-separated export formats.", EXPORT_FORMATS,
-                         comma_separated=True)
+    export: str = _field("saved_model,keras", "Comma-separated export formats (onnx needs the "
+                         "packages tf2onnx and onnx).", EXPORT_FORMATS, comma_separated=True)
     output_dir: str = _field("runs/default", "The run directory.")
     verbose: int = _field(2, "Keras fit verbosity (0, 1, 2); 3 is 2 plus TensorFlow's own logs "
                           "and tracebacks of errors (as `KERASDISTILL_VERBOSE=1`).")
@@ -140,6 +141,7 @@ class RunConfig:
             UsageError: Naming the first bad value and what is accepted.
         """
         _check_values(self)
+        _check_export_packages(self)
         trained = self.trained_role()
         if not getattr(self, trained):
             raise UsageError(f"--mode={self.mode} needs --{trained} ({ACCEPTED}).")
@@ -166,6 +168,20 @@ class RunConfig:
     def export_formats(self):
         """The comma-separated `export` field as a list."""
         return [f.strip() for f in self.export.split(",") if f.strip()]
+
+
+def _check_export_packages(config):
+    """Refuses `--export=...,onnx` without the converter's packages, before any training."""
+    if "onnx" not in config.export_formats():
+        return
+    from kerasdistill.training import missing_onnx_packages
+
+    missing = missing_onnx_packages()
+    if missing:
+        raise UsageError(
+            f"--export={config.export!r} needs the package(s) {', '.join(missing)} for onnx, "
+            "not installed; run `pip install tf2onnx onnx`, or drop onnx."
+        )
 
 
 def _choice(name, value, accepted):

@@ -12,6 +12,7 @@
                        images -> logits, its normalization its first layer
     saved_model/       TensorFlow SavedModel of it: float32 [0, 255] images -> logits
     model.tflite, model_int8.tflite   with --export=...,tflite,tflite_int8
+    model.onnx         with --export=...,onnx (needs the packages tf2onnx and onnx)
     metrics.json       test accuracy, epochs, throughput, the configuration, the models
                        (name, parameters) and the SHA-256 of the model files read
 

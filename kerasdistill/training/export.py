@@ -1,12 +1,16 @@
-"""Export of trained models for serving: TensorFlow SavedModel and TFLite, by Keras's export.
+"""Export of trained models for serving: SavedModel, TFLite and ONNX, by Keras's export.
 
-Both artifacts take a float32 batch of HWC images with pixel values in
-[0, 255] and give logits under the name `logits`. What this module adds to
-`keras.Model.export`: the pixel normalization in front of a model trained on
-normalized inputs (`serving_model`), and that output name (Keras names a
-signature's single output `output_0`).
+All artifacts take a float32 batch of HWC images with pixel values in
+[0, 255] under the name `images` and give logits under the name `logits`.
+What this module adds to `keras.Model.export`: the pixel normalization in
+front of a model trained on normalized inputs (`serving_model`), and that
+output name (Keras names a single output `output_0`).
+
+SavedModel and TFLite need TensorFlow only; ONNX (on the TensorFlow backend)
+also needs the packages `tf2onnx` and `onnx`, imported only by `export_onnx`.
 """
 
+import importlib.util
 import os
 
 import keras
@@ -42,6 +46,12 @@ def serving_model(model, mean=None, std=None):
 
 def _images_spec(model):
     return [keras.InputSpec(shape=model.inputs[0].shape, dtype="float32", name="images")]
+
+
+def _named_logits(model):
+    """`model` with its output named `logits` (a dict output names it; else `output_0`)."""
+    images = keras.Input(model.inputs[0].shape[1:], dtype="float32", name="images")
+    return keras.Model(images, {"logits": model(images)}, name=model.name)
 
 
 def export_saved_model(model, path, mean=None, std=None):
@@ -101,10 +111,7 @@ def export_tflite(model, path, mean=None, std=None, quantization="none"):
         raise ValueError(
             f"quantization={quantization!r} is not supported; expected one of {QUANTIZATIONS}."
         )
-    wrapped = serving_model(model, mean, std)
-    # A dict output names the signature's output `logits` (else `output_0`).
-    images = keras.Input(wrapped.inputs[0].shape[1:], dtype="float32", name="images")
-    named = keras.Model(images, {"logits": wrapped(images)}, name=wrapped.name)
+    named = _named_logits(serving_model(model, mean, std))
     options = {}
     if quantization == "dynamic_int8":
         import tensorflow as tf  # Here only: the package imports without TensorFlow (JAX).
@@ -112,4 +119,50 @@ def export_tflite(model, path, mean=None, std=None, quantization="none"):
         options["optimizations"] = [tf.lite.Optimize.DEFAULT]
     named.export(str(path), format="litert", verbose=False,
                  input_signature=_images_spec(named), **options)
+    return os.path.getsize(path)
+
+
+def missing_onnx_packages():
+    """The packages `export_onnx` needs on this backend that are not installed.
+
+    On the TensorFlow backend Keras converts with `tf2onnx`, which needs
+    `onnx`; other backends are left to Keras's own checks.
+
+    Returns:
+        A list of package names, empty when ONNX export can run.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return []
+    return [name for name in ("tf2onnx", "onnx") if importlib.util.find_spec(name) is None]
+
+
+def export_onnx(model, path, mean=None, std=None, opset_version=None):
+    """Exports an ONNX model (`model.export(path, format="onnx")`).
+
+    The model takes a float32 batch of HWC images with pixel values in
+    [0, 255] (normalization is built in) as its input `images` and returns
+    its output `logits`; the batch size is free. On the TensorFlow backend
+    Keras converts with `tf2onnx`, which needs the packages `tf2onnx` and
+    `onnx` (`onnxruntime` runs the result); they are imported here only.
+
+    Args:
+        model: The trained classifier, as `export_saved_model` takes it.
+        path: Output file, e.g. `model.onnx`.
+        mean: As `export_saved_model`'s (None: `model` takes pixels).
+        std: As `export_saved_model`'s.
+        opset_version: ONNX opset to target, or None for the converter's default.
+
+    Returns:
+        The size of the written file in bytes.
+    """
+    missing = missing_onnx_packages()
+    if missing:
+        # Keras names tf2onnx alone (not onnx), and only once the model is traced.
+        raise ImportError(
+            f"ONNX export needs the package(s) {', '.join(missing)}, not installed; "
+            "run `pip install tf2onnx onnx`."
+        )
+    named = _named_logits(serving_model(model, mean, std))
+    named.export(str(path), format="onnx", verbose=False,
+                 input_signature=_images_spec(named), opset_version=opset_version)
     return os.path.getsize(path)

@@ -37,7 +37,7 @@ def _distill(tmp_path, **overrides):
         ({"mode": "teach"}, r"--mode='teach' is not accepted; expected one of teacher, student"),
         ({"strategy": "tpu"}, r"--strategy='tpu' .* auto, default, mirrored, multi_worker"),
         ({"mixed_precision": "fp8"}, r"--mixed_precision='fp8'"),
-        ({"export": "saved_model,onnx"}, r"--export='onnx' .* saved_model, keras, tflite"),
+        ({"export": "saved_model,tensorrt"}, r"--export='tensorrt' .* tflite_int8, onnx"),
         ({"optimizer": "lamb"}, r"--optimizer='lamb' is not accepted; expected one of sgd, adamw"),
         ({"label_smoothing": 1.0}, r"--label_smoothing=1.0 .* >= 0 and < 1"),
         ({"lr_warmup_epochs": 2}, r"--lr_warmup_epochs=2 needs --lr_schedule=cosine"),
