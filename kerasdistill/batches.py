@@ -99,14 +99,12 @@ def check_first_batch(x, y, taps, index_users=()):
 
     Raises:
         ValueError: For the batch's structure, images, labels, or models
-            whose outputs are already probabilities.
+            whose outputs are already probabilities (`FeaturePair.check_logits`).
     """
     images, _ = split_images(x, index_users)
     check_images(images, taps.image_shape)
     check_labels(y, taps.num_classes)
-    probe = images[:8]
-    check_not_probabilities("teacher", taps.teacher(probe)["logits"])
-    check_not_probabilities("student", taps.student(probe, training=False)["logits"])
+    taps.check_logits(images[:8])
 
 
 def check_images(images, expected_shape):
@@ -173,24 +171,4 @@ def check_labels(labels, num_classes):
         raise ValueError(
             f"Class ids must be in [0, {num_classes}) for a {num_classes}-class model; got "
             f"values from {labels.min()} to {labels.max()}."
-        )
-
-
-def check_not_probabilities(role, logits):
-    """Checks that a model's logits on real images are not already probabilities.
-
-    Args:
-        role: `"teacher"` or `"student"`, for the message.
-        logits: The model's outputs on a few images.
-
-    Raises:
-        ValueError: If every row is non-negative and sums to 1.
-    """
-    logits = np.asarray(keras.ops.convert_to_numpy(logits), dtype=np.float64)
-    if logits.shape[-1] > 1 and (logits >= 0).all() and np.allclose(logits.sum(-1), 1.0, atol=1e-4):
-        raise ValueError(
-            f"The {role}'s outputs on the first batch are probabilities (each row sums to 1), "
-            "but distillation needs logits; remove its final softmax (e.g. "
-            "classifier_activation=None) or end the model in a Dense/Activation('softmax') "
-            "layer that the Distiller can read before."
         )

@@ -9,6 +9,7 @@ gradient), the student as asked.
 import logging
 
 import keras
+import numpy as np
 from keras import ops
 
 from kerasdistill.taps.feature_maps import LOGITS, tap_model
@@ -109,6 +110,26 @@ def check_class_counts(teacher_logits, student_logits):
             f"The teacher predicts {teacher_classes} classes and the student {student_classes}; "
             "distillation needs the same classes (build the student with "
             f"num_classes={teacher_classes})."
+        )
+
+
+def check_not_probabilities(role, logits):
+    """Checks that a model's logits on real images are not already probabilities.
+
+    Args:
+        role: `"teacher"` or `"student"`, for the message.
+        logits: The model's outputs on a few images.
+
+    Raises:
+        ValueError: If every row is non-negative and sums to 1.
+    """
+    logits = np.asarray(keras.ops.convert_to_numpy(logits), dtype=np.float64)
+    if logits.shape[-1] > 1 and (logits >= 0).all() and np.allclose(logits.sum(-1), 1.0, atol=1e-4):
+        raise ValueError(
+            f"The {role}'s outputs on the first batch are probabilities (each row sums to 1), "
+            "but distillation needs logits; remove its final softmax (e.g. "
+            "classifier_activation=None) or end the model in a Dense/Activation('softmax') "
+            "layer that the Distiller can read before."
         )
 
 
@@ -219,3 +240,15 @@ class FeaturePair:
             A dict `{tap: tensor}`.
         """
         return self.student_model(images, training=training)
+
+    def check_logits(self, images):
+        """Checks that neither model's logits on `images` are already probabilities.
+
+        Args:
+            images: A few real images.
+
+        Raises:
+            ValueError: Naming the model whose every output row sums to 1.
+        """
+        check_not_probabilities("teacher", self.teacher(images)[LOGITS])
+        check_not_probabilities("student", self.student(images, training=False)[LOGITS])
