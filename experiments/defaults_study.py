@@ -5,8 +5,8 @@
     python experiments/defaults_study.py --seeds=0     # screening: every candidate, one seed
     python experiments/defaults_study.py --candidates=student,kd,kd_ls --seeds=0,1,2
 
-One base setting (the 100-class development set tin-dev-100-32, resnet56 ->
-resnet20, the SGD reference recipe, the short budget, T = 4) and each axis varied
+One base setting (the 100-class development set tin-dev-100-32, resnet20 ->
+resnet8, the SGD reference recipe, the short budget, T = 4) and each axis varied
 from it one at a time (`SETTINGS`): data (CIFAR-10, Fashion-MNIST), pair (CNN ->
 vit_mini_p4, plain `keras.Sequential` conv nets), optimizer (Adam, AdamW with
 Keras's defaults), budget (long) and temperature (10). Every setting trains every
@@ -18,8 +18,12 @@ resumable (`experiments/seeded_runs.py`, which defines `--seeds` (default 0,1,2)
 earlier row's (the student alone does not depend on T) share its runs.
 
 The teachers are trained first by the study itself, one per (data, teacher), with
-the SGD reference recipe over `--teacher_epochs`, and cached in
-`<output_dir>/teachers/`; the report gives each one's test top-1. The Fashion-MNIST
+the recipe of the committed CIFAR-10 teacher (`--teacher_epochs` x
+`--teacher_steps_per_epoch` steps; SGD at LR 0.1 for the zoo teacher, Adam for the
+Sequential one), and cached in `<output_dir>/teachers/`; a `--teacher_file` given
+for a (data, teacher) is used instead of training one (by default the committed
+`data/cifar10_resnet20_teacher.keras`, trained with that recipe). The report gives
+each teacher's test top-1. The Fashion-MNIST
 files come from Debian's `dataset-fashion-mnist` package (written once as a 32x32
 image folder by `kerasdistill.data.idx`); the study stops with one line naming
 `apt-get install dataset-fashion-mnist` when they are missing.
@@ -50,11 +54,19 @@ DATA = {
 SEQUENTIAL = "sequential"
 # Pair -> (teacher, student, flags of the pair's runs). The Sequential pair's models are
 # `.keras` files the study writes (`sequential_net`); the ViT student takes the transformer
-# recipe, whatever the setting's optimizer.
+# recipe, whatever the setting's optimizer. The zoo pair is resnet20 -> resnet8 (the pair of
+# the library's other measurements), not resnet56 -> resnet20: a third of the cost per step.
 PAIRS = {
-    "zoo": ("resnet56", "resnet20", {}),
-    "vit": ("resnet56", "vit_mini_p4", seeded_runs.TRANSFORMER_RECIPE),
+    "zoo": ("resnet20", "resnet8", {}),
+    "vit": ("resnet20", "vit_mini_p4", seeded_runs.TRANSFORMER_RECIPE),
     SEQUENTIAL: (SEQUENTIAL, SEQUENTIAL, {}),
+}
+# Teacher -> flags of its training run, beside `--teacher_epochs` x `--teacher_steps_per_epoch`:
+# the committed CIFAR-10 teacher's SGD recipe (LR 0.1), Adam with Keras's defaults for the
+# Sequential teacher (a net without BatchNorm, as the tutorials train it).
+TEACHER_RECIPES = {
+    "resnet20": {"lr": 0.1},
+    SEQUENTIAL: {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0},
 }
 # Optimizer -> flags. sgd: the reference recipe (the run's defaults: lr 0.05, momentum 0.9,
 # coupled L2 5e-4). adam / adamw: Keras's defaults (lr 1e-3; AdamW decay 0.004; AdamW
@@ -114,7 +126,12 @@ flags.DEFINE_list("candidates", list(CANDIDATES),
                   f"Candidates to run, from: {', '.join(CANDIDATES)}.")
 flags.DEFINE_integer("short_epochs", 1, "Epochs of the short budget.")
 flags.DEFINE_integer("long_epochs", 10, "Epochs of the long budget.")
-flags.DEFINE_integer("teacher_epochs", 30, "Epochs of each teacher (SGD reference recipe).")
+flags.DEFINE_integer("teacher_epochs", 6, "Epochs of each teacher the study trains.")
+flags.DEFINE_integer("teacher_steps_per_epoch", 400, "Steps per epoch of each teacher it trains.")
+flags.DEFINE_list("teacher_file", ["cifar10_resnet20=data/cifar10_resnet20_teacher.keras"],
+                  "<data>_<teacher>=<.keras file> entries: teachers used instead of trained (a "
+                  "relative path is read from the repository; its test top-1 from the .json "
+                  "beside it).")
 flags.DEFINE_string("data_root", str(DATA_ROOT), "Folder of the tin-dev and CIFAR-10 archives.")
 flags.DEFINE_string("fashion_mnist_dir", "/usr/share/datasets/fashion-mnist",
                     "Folder of the Fashion-MNIST IDX files (package dataset-fashion-mnist).")
@@ -148,23 +165,59 @@ def model_flag(role, setting):
     return sequential_path(role, setting["data"]) if name == SEQUENTIAL else name
 
 
-def common_flags(dataset, epochs, seed, output_dir):
-    return {"dataset": dataset, "epochs": epochs, "steps_per_epoch": FLAGS.steps_per_epoch,
+def common_flags(dataset, epochs, seed, output_dir, steps_per_epoch=None):
+    steps = FLAGS.steps_per_epoch if steps_per_epoch is None else steps_per_epoch
+    return {"dataset": dataset, "epochs": epochs, "steps_per_epoch": steps,
             "batch_size": FLAGS.batch_size, "seed": seed, "output_dir": output_dir,
             "verbose": 2, "export": "keras"}
 
 
+def teacher_key(setting):
+    """`<data>_<teacher>`: the name of a setting's teacher (shared by its data and pair)."""
+    return f"{setting['data']}_{PAIRS[setting['pair']][0]}"
+
+
+def given_teachers():
+    """`{teacher key: pathlib.Path}` of `--teacher_file`, relative paths from the repository.
+
+    Raises:
+        UsageError: For an entry that is not `<key>=<path>`.
+    """
+    given = {}
+    for entry in FLAGS.teacher_file:
+        key, sep, path = entry.partition("=")
+        if not sep or not key or not path:
+            raise errors.UsageError(
+                f"--teacher_file={entry!r}: expected <data>_<teacher>=<.keras file>, "
+                "e.g. cifar10_resnet20=data/cifar10_resnet20_teacher.keras.")
+        given[key] = seeded_runs.REPO / path
+    return given
+
+
 def teacher_dir(setting):
-    """Where the teacher of a setting is trained (shared by the settings of its data and pair)."""
-    name = PAIRS[setting["pair"]][0]
-    return seeded_runs.output_dir() / "teachers" / f"{setting['data']}_{name}"
+    """Where the study trains a setting's teacher."""
+    return seeded_runs.output_dir() / "teachers" / teacher_key(setting)
+
+
+def teacher_weights(setting):
+    """The `.keras` file of a setting's teacher: the given one, or the one the study trains."""
+    return given_teachers().get(teacher_key(setting), teacher_dir(setting) / "model.keras")
 
 
 def teacher_args(setting):
     """The flags of the run that trains a setting's teacher (seed 0)."""
+    name = PAIRS[setting["pair"]][0]
     return {"mode": "teacher", "teacher": model_flag("teacher", setting),
             **common_flags(dataset_path(setting["data"]), FLAGS.teacher_epochs, 0,
-                           str(teacher_dir(setting)))}
+                           str(teacher_dir(setting)), FLAGS.teacher_steps_per_epoch),
+            **TEACHER_RECIPES[name]}
+
+
+def teacher_accuracy(setting):
+    """A setting's teacher's test top-1 (a fraction), or None before it is trained."""
+    given = given_teachers().get(teacher_key(setting))
+    record = given.with_suffix(".json") if given else teacher_dir(setting) / "metrics.json"
+    return json.loads(record.read_text())["test_accuracy"] if record.exists() else None
 
 
 def row_args(setting, candidate, seed, output_dir):
@@ -178,7 +231,7 @@ def row_args(setting, candidate, seed, output_dir):
         teacher = model_flag("teacher", setting)
         args.update(
             teacher="" if teacher.endswith(".keras") else teacher,
-            teacher_weights=str(teacher_dir(setting) / "model.keras"),
+            teacher_weights=str(teacher_weights(setting)),
             method=spec["method"], ce_weight=spec.get("ce_weight", 1.0),
             method_kwargs=json.dumps(spec["kwargs"]),
         )
@@ -205,7 +258,7 @@ def plan(settings, candidates, seeds):
                 key = json.dumps({k: v for k, v in args.items() if k != "output_dir"})
                 out = first.setdefault(key, out)
                 rows[(setting_name, candidate, seed)] = ({**args, "output_dir": str(out)}, out)
-                if args["mode"] == "distill":
+                if args["mode"] == "distill" and teacher_key(setting) not in given_teachers():
                     teachers[teacher_dir(setting)] = teacher_args(setting)
     return teachers, rows
 
@@ -334,6 +387,9 @@ def check(settings, candidates):
     for flag in ("short_epochs", "long_epochs", "teacher_epochs"):
         if FLAGS[flag].value < 1:
             raise errors.UsageError(f"--{flag}={FLAGS[flag].value}: must be >= 1.")
+    for key, path in given_teachers().items():
+        if not path.is_file():
+            raise errors.UsageError(f"--teacher_file: {key}'s {path} is not a file.")
     for data in sorted({SETTINGS[name]["data"] for name in settings}):
         if DATA[data][0] is None:
             missing = idx.missing_fashion_mnist_files(FLAGS.fashion_mnist_dir)
@@ -346,12 +402,13 @@ def check(settings, candidates):
             raise errors.UsageError(f"--data_root={FLAGS.data_root!r}: no {DATA[data][0]} in it.")
 
 
-def report(settings, candidates, results, teachers):
+def report(settings, candidates, results):
     """The markdown table: each row's test top-1 against the student alone and Hinton KD T=4."""
     lines = [
         (f"Budgets: short {FLAGS.short_epochs}, long {FLAGS.long_epochs} epoch(s) x "
          f"{FLAGS.steps_per_epoch or 'all'} steps x batch {FLAGS.batch_size}; teachers "
-         f"{FLAGS.teacher_epochs} epochs."),
+         f"{FLAGS.teacher_epochs} epochs x {FLAGS.teacher_steps_per_epoch or 'all'} steps "
+         "unless given."),
         "",
         ("| setting | candidate | test top-1 (%) mean ± std | seeds | vs student alone "
          "| vs Hinton KD T=4 |"),
@@ -373,10 +430,11 @@ def report(settings, candidates, results, teachers):
             lines.append(f"| {setting_name} | {candidate} | {seeded_runs.formatted(row)} | "
                          f"{cells[0]} | {cells[1]} |")
     lines += ["", "| teacher | test top-1 (%) |", "|---|---:|"]
-    for out in sorted(teachers):
-        metrics = seeded_runs.finished(out)
-        if metrics is not None:
-            lines.append(f"| {pathlib.Path(out).name} | {100 * metrics['test_accuracy']:.2f} |")
+    used = {teacher_key(SETTINGS[name]): SETTINGS[name] for name in settings}
+    for key, setting in sorted(used.items()):
+        accuracy = teacher_accuracy(setting)
+        if accuracy is not None:
+            lines.append(f"| {key} | {100 * accuracy:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -402,12 +460,12 @@ def main(argv):
         return
     if not FLAGS.report_only:
         prepare(settings)
-        trained = seeded_runs.run_all(
+        seeded_runs.run_all(
             {out: (seeded_runs.command(args), out) for out, args in teachers.items()},
             FLAGS.parallel)
         jobs = {
             out: (seeded_runs.command(args), out) for out, args in distinct_runs(rows).items()
-            if args["mode"] != "distill" or pathlib.Path(args["teacher_weights"]).parent in trained
+            if args["mode"] != "distill" or pathlib.Path(args["teacher_weights"]).is_file()
         }
         seeded_runs.run_all(jobs, FLAGS.parallel)
     results = {}
@@ -415,7 +473,7 @@ def main(argv):
         metrics = seeded_runs.finished(out)
         if metrics is not None:
             results.setdefault((setting_name, candidate), []).append(metrics)
-    seeded_runs.write_report(report(settings, candidates, results, teachers))
+    seeded_runs.write_report(report(settings, candidates, results))
 
 
 if __name__ == "__main__":

@@ -34,8 +34,11 @@ def test_plan_trains_each_teacher_once_and_shares_runs_a_setting_does_not_change
     with flagsaver.flagsaver():
         _parse(f"--output_dir={tmp_path}")
         teachers, rows = study.plan(list(study.SETTINGS), list(study.CANDIDATES), [0, 1])
+    # CIFAR-10's resnet20 is the committed teacher (--teacher_file's default): not trained.
     assert sorted(path.name for path in teachers) == [
-        "cifar10_resnet56", "fashion_mnist_resnet56", "tin32_resnet56", "tin32_sequential"]
+        "fashion_mnist_resnet20", "tin32_resnet20", "tin32_sequential"]
+    assert teachers[tmp_path / "teachers" / "tin32_resnet20"]["lr"] == 0.1
+    assert teachers[tmp_path / "teachers" / "tin32_sequential"]["optimizer"] == "adamw"
     assert len(rows) == 2 * 9 * 9
     # T = 10 changes the rows with a temperature only.
     for candidate in study.CANDIDATES:
@@ -52,8 +55,10 @@ def test_row_commands_carry_each_axis(tmp_path):
                 for name, setting in study.SETTINGS.items()}
     base = args["base"]
     assert (base["dataset"], base["epochs"], base["student"], base["teacher"]) == (
-        "/data/tin-dev-100-32.tar.gz", 1, "resnet20", "resnet56")
-    assert base["teacher_weights"] == str(tmp_path / "teachers" / "tin32_resnet56" / "model.keras")
+        "/data/tin-dev-100-32.tar.gz", 1, "resnet8", "resnet20")
+    assert base["teacher_weights"] == str(tmp_path / "teachers" / "tin32_resnet20" / "model.keras")
+    assert args["data_cifar10"]["teacher_weights"] == str(
+        seeded_runs.REPO / "data" / "cifar10_resnet20_teacher.keras")
     assert base["ce_weight"] == 0.1 and "optimizer" not in base
     assert json.loads(base["method_kwargs"]) == {"kd": {"weight": 0.9, "temperature": 4.0}}
     assert json.loads(args["temperature_10"]["method_kwargs"])["kd"]["temperature"] == 10.0
@@ -129,11 +134,16 @@ def test_unknown_names_and_empty_budgets_stop_with_one_line(capsys, monkeypatch)
     with flagsaver.flagsaver(), pytest.raises(SystemExit) as exit_info:
         errors.run_app(study.main, ["defaults_study", "--teacher_epochs=0", "--dry_run"])
     assert capsys.readouterr().err == "error: --teacher_epochs=0: must be >= 1.\n"
+    with flagsaver.flagsaver(), pytest.raises(SystemExit) as exit_info:
+        errors.run_app(study.main, ["defaults_study", "--teacher_file=cifar10", "--dry_run"])
+    assert capsys.readouterr().err.startswith(
+        "error: --teacher_file='cifar10': expected <data>_<teacher>=<.keras file>")
 
 
 def test_cost_is_the_line_through_the_measured_runs_at_each_runs_steps(tmp_path):
     with flagsaver.flagsaver():
-        _parse(f"--output_dir={tmp_path}", "--teacher_epochs=2", "--batch_size=100")
+        _parse(f"--output_dir={tmp_path}", "--teacher_epochs=2", "--teacher_steps_per_epoch=0",
+               "--batch_size=100")
         for steps, seconds in zip(study.MEASURE_STEPS, (50.0, 80.0)):  # 40 s + 1 s per step
             study.measure_dir(steps).mkdir(parents=True)
             (study.measure_dir(steps) / seeded_runs.TIMING_FILE).write_text(
@@ -149,13 +159,16 @@ def test_report_compares_with_the_student_alone_and_hinton_kd_at_t4(tmp_path):
     accuracies = {("base", "student"): [0.30, 0.31], ("base", "kd"): [0.33, 0.34],
                   ("temperature_10", "student"): [0.30, 0.31], ("temperature_10", "kd"): [0.31]}
     results = {key: [{"test_accuracy": a} for a in values] for key, values in accuracies.items()}
-    teacher = tmp_path / "tin32_resnet56"
-    teacher.mkdir()
+    teacher = tmp_path / "teachers" / "tin32_resnet20"
+    teacher.mkdir(parents=True)
     (teacher / "metrics.json").write_text(json.dumps({"test_accuracy": 0.4567}))
+    given = tmp_path / "given.keras"
+    given.with_suffix(".json").write_text(json.dumps({"test_accuracy": 0.7037}))
     with flagsaver.flagsaver():
-        _parse(f"--output_dir={tmp_path}")
-        table = study.report(["base", "temperature_10"], ["student", "kd"], results, [teacher])
+        _parse(f"--output_dir={tmp_path}", f"--teacher_file=cifar10_resnet20={given}")
+        table = study.report(["base", "temperature_10", "data_cifar10"], ["student", "kd"],
+                             results)
     assert "| base | kd | 33.50 ± 0.71 | 2 | better than base/student |  |" in table
     assert ("| temperature_10 | kd | 31.00 ± 0.00 | 1 | too few seeds to compare with "
             "temperature_10/student | too few seeds to compare with base/kd |") in table
-    assert "| tin32_resnet56 | 45.67 |" in table
+    assert "| tin32_resnet20 | 45.67 |" in table and "| cifar10_resnet20 | 70.37 |" in table
