@@ -438,6 +438,16 @@ def report(settings, candidates, results):
     return "\n".join(lines) + "\n"
 
 
+def measured_cost(run_dirs):
+    """A line: how many of `run_dirs` finished, and their CPU-hours (wall x threads each)."""
+    timings = [json.loads(path.read_text()) for path in
+               (pathlib.Path(out) / seeded_runs.TIMING_FILE for out in run_dirs) if path.exists()]
+    cpu_hours = sum(t["wall_seconds"] * t["threads"] for t in timings) / 3600
+    wall_hours = sum(t["wall_seconds"] for t in timings) / 3600
+    return (f"Measured: {len(timings)} of {len(run_dirs)} runs finished, {cpu_hours:.2f} "
+            f"CPU-hours (each run's wall time x its threads; {wall_hours:.2f} run-hours).\n")
+
+
 def main(argv):
     del argv
     quiet.quiet_libraries()
@@ -473,7 +483,8 @@ def main(argv):
         metrics = seeded_runs.finished(out)
         if metrics is not None:
             results.setdefault((setting_name, candidate), []).append(metrics)
-    seeded_runs.write_report(report(settings, candidates, results))
+    run_dirs = list(teachers) + list(distinct_runs(rows))
+    seeded_runs.write_report(report(settings, candidates, results) + "\n" + measured_cost(run_dirs))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from kerasdistill.methods.base import build_for_taps
 from kerasdistill.ops import distributed
 from kerasdistill.ops.losses import class_ids, cross_entropy
 from kerasdistill.taps import LOGITS, FeaturePair
-from kerasdistill.training.callbacks import StopOnNonFiniteLoss
+from kerasdistill.training.callbacks import StopOnNonFiniteLoss, WarnOnTermsOutOfProportion
 from kerasdistill.training.losses import logits_loss
 
 
@@ -131,7 +131,12 @@ class Distiller(keras.Model):
             )
 
     def fit(self, x=None, y=None, **kwargs):
-        """`keras.Model.fit` with `StopOnNonFiniteLoss`, the first batch checked first.
+        """`keras.Model.fit`, the first batch checked first, with two callbacks.
+
+        `StopOnNonFiniteLoss` stops at the first non-finite step, and
+        `WarnOnTermsOutOfProportion` logs a WARNING for each term over 30x (or
+        under 1/30 of) the weighted cross-entropy at the first step; each is
+        added unless `callbacks` has one of its kind.
 
         Raises:
             ValueError: For `class_weight`, `sample_weight` (the terms are
@@ -143,8 +148,9 @@ class Distiller(keras.Model):
         if batch is not None:
             batches.check_first_batch(*batch[:2], self.taps, self._index_users)
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        if not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
-            callbacks.append(StopOnNonFiniteLoss())
+        for kind in (StopOnNonFiniteLoss, WarnOnTermsOutOfProportion):
+            if not any(isinstance(c, kind) for c in callbacks):
+                callbacks.append(kind())
         return super().fit(x, y, callbacks=callbacks, **kwargs)
 
     def _supervised_loss(self, y, logits, training):

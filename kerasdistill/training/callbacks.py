@@ -1,9 +1,12 @@
-"""Callbacks of everyday runs: divergence stop and throughput."""
+"""Callbacks of everyday runs: divergence stop, terms out of proportion, throughput."""
 
+import logging
 import math
 import time
 
 import keras
+
+logger = logging.getLogger("kerasdistill")
 
 
 class TrainingDiverged(RuntimeError):
@@ -34,6 +37,54 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 + (f" (also non-finite: {', '.join(terms[1:])})" if terms[1:] else "")
                 + "."
             )
+
+
+class WarnOnTermsOutOfProportion(keras.callbacks.Callback):
+    """Logs one WARNING per distillation term out of proportion at the first step.
+
+    At the end of the first training batch of a `fit`, each logged term
+    `loss_<name>` (already weighted) is compared with the weighted supervised
+    term `ce_weight * loss_ce`; a term over `ratio` times it (the supervised
+    loss is nearly ignored: Hinton KD's `T^2` factor at a large temperature
+    does this) or under `1 / ratio` times it (the term hardly trains) gets a
+    one-line WARNING on the `"kerasdistill"` logger naming the term, the
+    measured ratio and what to change. Training goes on unchanged.
+
+    Args:
+        ratio: The factor beyond which a term is out of proportion, `> 1`.
+    """
+
+    def __init__(self, ratio=30.0):
+        super().__init__()
+        if not ratio > 1:
+            raise ValueError(f"ratio must be > 1, got {ratio}.")
+        self.ratio = float(ratio)
+        self._checked = False
+
+    def on_train_begin(self, logs=None):
+        self._checked = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._checked:
+            return
+        self._checked = True
+        logs = logs or {}
+        supervised = getattr(self.model, "ce_weight", 1.0) * logs.get("loss_ce", math.nan)
+        if not (math.isfinite(supervised) and supervised > 0):
+            return
+        for name, value in sorted(logs.items()):
+            if not name.startswith("loss_") or name == "loss_ce" or not math.isfinite(value):
+                continue
+            measured = abs(value) / supervised
+            if measured > self.ratio:
+                logger.warning(
+                    "%s is %.0fx the weighted cross-entropy (%.3g) at the first step: the "
+                    "labels are nearly ignored; lower the term's weight or temperature, or "
+                    "use KD(standardize=True).", name, measured, supervised)
+            elif measured < 1 / self.ratio:
+                logger.warning(
+                    "%s is 1/%.0f of the weighted cross-entropy (%.3g) at the first step: "
+                    "it hardly trains; raise its weight.", name, 1 / measured, supervised)
 
 
 class ThroughputLogger(keras.callbacks.Callback):

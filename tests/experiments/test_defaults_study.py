@@ -172,3 +172,13 @@ def test_report_compares_with_the_student_alone_and_hinton_kd_at_t4(tmp_path):
     assert ("| temperature_10 | kd | 31.00 ± 0.00 | 1 | too few seeds to compare with "
             "temperature_10/student | too few seeds to compare with base/kd |") in table
     assert "| tin32_resnet20 | 45.67 |" in table and "| cifar10_resnet20 | 70.37 |" in table
+
+
+def test_measured_cost_sums_wall_time_times_threads_of_the_finished_runs(tmp_path):
+    for name, seconds, threads in (("a", 1800.0, 1), ("b", 900.0, 2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / seeded_runs.TIMING_FILE).write_text(
+            json.dumps({"wall_seconds": seconds, "threads": threads}))
+    line = study.measured_cost([tmp_path / "a", tmp_path / "b", tmp_path / "unfinished"])
+    assert line == ("Measured: 2 of 3 runs finished, 1.00 CPU-hours (each run's wall time x "
+                    "its threads; 0.75 run-hours).\n")

@@ -1,0 +1,70 @@
+"""Everyday callbacks: the one-line warning for terms out of proportion at the first step."""
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+
+import kerasdistill
+from kerasdistill import methods, models
+from kerasdistill.training.callbacks import WarnOnTermsOutOfProportion
+
+
+class _Model:
+    ce_weight = 0.1
+
+
+def _warnings_for(logs_per_batch, caplog, ratio=30.0):
+    callback = WarnOnTermsOutOfProportion(ratio)
+    callback.set_model(_Model())
+    with caplog.at_level(logging.WARNING, logger="kerasdistill"):
+        callback.on_train_begin()
+        for batch, logs in enumerate(logs_per_batch):
+            callback.on_train_batch_end(batch, logs)
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_a_term_over_30x_the_weighted_cross_entropy_gets_one_line_with_the_ratio(caplog):
+    # 0.1 x 4.0 = 0.4 weighted CE; loss_kd 20 is 50x it, loss_msd 0.5 is 1.25x.
+    messages = _warnings_for([{"loss": 20.9, "loss_ce": 4.0, "loss_kd": 20.0, "loss_msd": 0.5}],
+                             caplog)
+    assert messages == [
+        "loss_kd is 50x the weighted cross-entropy (0.4) at the first step: the labels are "
+        "nearly ignored; lower the term's weight or temperature, or use "
+        "KD(standardize=True)."
+    ]
+
+
+def test_a_term_under_a_30th_gets_one_line_and_only_the_first_step_is_read(caplog):
+    messages = _warnings_for([{"loss_ce": 4.0, "loss_at": 0.004},
+                              {"loss_ce": 4.0, "loss_kd": 400.0}], caplog)
+    assert messages == [
+        "loss_at is 1/100 of the weighted cross-entropy (0.4) at the first step: it hardly "
+        "trains; raise its weight."
+    ]
+
+
+def test_terms_within_the_ratio_and_a_run_without_cross_entropy_say_nothing(caplog):
+    assert _warnings_for([{"loss_ce": 4.0, "loss_kd": 11.9, "loss_crd": 0.014}], caplog) == []
+    assert _warnings_for([{"loss_ce": 0.0, "loss_kd": 5.0}], caplog) == []
+    with pytest.raises(ValueError, match="ratio must be > 1, got 1"):
+        WarnOnTermsOutOfProportion(1)
+
+
+def test_distiller_fit_warns_with_the_ratio_of_its_own_first_step(caplog):
+    teacher = models.get("resnet8", num_classes=5)
+    student = models.get("resnet8", num_classes=5)
+    distiller = kerasdistill.Distiller(teacher, student, methods.KD(weight=1e4), ce_weight=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), run_eagerly=True)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 32, 32, 3)).astype("float32"), rng.integers(0, 5, 4)
+    with caplog.at_level(logging.WARNING, logger="kerasdistill"):
+        logs = distiller.fit(x, y, batch_size=4, epochs=1, verbose=0).history
+    ratio = logs["loss_kd"][0] / (0.5 * logs["loss_ce"][0])
+    warnings = [r.getMessage() for r in caplog.records if "first step" in r.getMessage()]
+    assert ratio > 30 and warnings == [
+        f"loss_kd is {ratio:.0f}x the weighted cross-entropy ({0.5 * logs['loss_ce'][0]:.3g}) "
+        "at the first step: the labels are nearly ignored; lower the term's weight or "
+        "temperature, or use KD(standardize=True)."
+    ]
