@@ -9,7 +9,8 @@ One base setting (the 100-class development set tin-dev-100-32, resnet20 ->
 resnet8, the SGD reference recipe, the short budget, T = 4) and each axis varied
 from it one at a time (`SETTINGS`): data (CIFAR-10, Fashion-MNIST), pair (CNN ->
 vit_mini_p4, plain `keras.Sequential` conv nets), optimizer (Adam, AdamW with
-Keras's defaults), budget (long) and temperature (10). Every setting trains every
+Keras's defaults), budget (long) and temperature (10); and the setting of the
+Keras tutorial (Fashion-MNIST, Sequential nets, Adam, T = 10). Every setting trains every
 candidate (`CANDIDATES`); a row is (setting, candidate), one
 `experiments/cifar100.py` process per (row, seed), `--parallel` at a time,
 resumable (`experiments/seeded_runs.py`, which defines `--seeds` (default 0,1,2),
@@ -89,6 +90,13 @@ SETTINGS = {"base": BASE} | {
     f"{axis}_{value:g}" if isinstance(value, float) else f"{axis}_{value}": {**BASE, axis: value}
     for axis, values in AXES.items() for value in values
 }
+# The setting of the most-read Keras distillation tutorial (keras.io, "Knowledge
+# Distillation"), where Hinton KD made the student worse than training it alone (issue 21):
+# Sequential nets, Adam, T = 10, 28x28 grayscale images; several axes off the base at once.
+# It has no T = 4 sibling: its rows are compared with its own Hinton KD (at T = 10).
+TUTORIAL = "tutorial"
+SETTINGS[TUTORIAL] = {"data": "fashion_mnist", "pair": SEQUENTIAL, "optimizer": "adam",
+                      "budget": "short", "temperature": 10.0}
 # Candidate -> (what it is, (temperature, epochs) -> its flags). T is the setting's
 # temperature; DKD's warm-up is 1/12 of training (20 of mdistiller's 240 epochs).
 # The LS rows follow Sun et al. (CVPR 2024): KD weight 9 with CE 0.1 at their base
@@ -416,8 +424,9 @@ def report(settings, candidates, results):
     ]
     stats = {key: seeded_runs.top1_stats(runs) for key, runs in results.items() if runs}
     for setting_name in settings:
-        hinton_setting = next(name for name, s in SETTINGS.items()
-                              if s == {**SETTINGS[setting_name], "temperature": 4.0})
+        hinton_setting = next((name for name, s in SETTINGS.items()
+                               if s == {**SETTINGS[setting_name], "temperature": 4.0}),
+                              setting_name)
         for candidate in candidates:
             row = stats.get((setting_name, candidate))
             if row is None:

@@ -21,9 +21,14 @@ def _args(command):
 
 
 def test_every_setting_but_the_base_changes_one_axis_and_every_value_is_covered():
-    assert study.SETTINGS["base"] == study.BASE and len(study.SETTINGS) == 9
+    assert study.SETTINGS["base"] == study.BASE and len(study.SETTINGS) == 10
+    assert study.SETTINGS["tutorial"] == {"data": "fashion_mnist", "pair": "sequential",
+                                          "optimizer": "adam", "budget": "short",
+                                          "temperature": 10.0}
     covered = set()
     for name, setting in study.SETTINGS.items():
+        if name == "tutorial":
+            continue
         changed = [axis for axis in study.BASE if setting[axis] != study.BASE[axis]]
         assert len(changed) == (name != "base")
         covered.update((axis, setting[axis]) for axis in changed)
@@ -36,15 +41,16 @@ def test_plan_trains_each_teacher_once_and_shares_runs_a_setting_does_not_change
         teachers, rows = study.plan(list(study.SETTINGS), list(study.CANDIDATES), [0, 1])
     # CIFAR-10's resnet20 is the committed teacher (--teacher_file's default): not trained.
     assert sorted(path.name for path in teachers) == [
-        "fashion_mnist_resnet20", "tin32_resnet20", "tin32_sequential"]
+        "fashion_mnist_resnet20", "fashion_mnist_sequential", "tin32_resnet20",
+        "tin32_sequential"]
     assert teachers[tmp_path / "teachers" / "tin32_resnet20"]["lr"] == 0.1
     assert teachers[tmp_path / "teachers" / "tin32_sequential"]["optimizer"] == "adamw"
-    assert len(rows) == 2 * 9 * 9
+    assert len(rows) == 2 * 10 * 9
     # T = 10 changes the rows with a temperature only.
     for candidate in study.CANDIDATES:
         same = rows[("temperature_10", candidate, 1)][1] == rows[("base", candidate, 1)][1]
         assert same == (candidate in ("student", "kd_ls", "msdcrd", "kd_ls_msdcrd"))
-    assert len(study.distinct_runs(rows)) == 2 * (81 - 4)
+    assert len(study.distinct_runs(rows)) == 2 * (90 - 4)
     assert rows[("base", "kd", 1)][1] == tmp_path / "runs" / "base" / "kd" / "seed_1"
 
 
@@ -157,7 +163,8 @@ def test_cost_is_the_line_through_the_measured_runs_at_each_runs_steps(tmp_path)
 
 def test_report_compares_with_the_student_alone_and_hinton_kd_at_t4(tmp_path):
     accuracies = {("base", "student"): [0.30, 0.31], ("base", "kd"): [0.33, 0.34],
-                  ("temperature_10", "student"): [0.30, 0.31], ("temperature_10", "kd"): [0.31]}
+                  ("temperature_10", "student"): [0.30, 0.31], ("temperature_10", "kd"): [0.31],
+                  ("tutorial", "kd"): [0.80, 0.81], ("tutorial", "msdcrd"): [0.84, 0.85]}
     results = {key: [{"test_accuracy": a} for a in values] for key, values in accuracies.items()}
     teacher = tmp_path / "teachers" / "tin32_resnet20"
     teacher.mkdir(parents=True)
@@ -166,11 +173,13 @@ def test_report_compares_with_the_student_alone_and_hinton_kd_at_t4(tmp_path):
     given.with_suffix(".json").write_text(json.dumps({"test_accuracy": 0.7037}))
     with flagsaver.flagsaver():
         _parse(f"--output_dir={tmp_path}", f"--teacher_file=cifar10_resnet20={given}")
-        table = study.report(["base", "temperature_10", "data_cifar10"], ["student", "kd"],
-                             results)
+        table = study.report(["base", "temperature_10", "data_cifar10", "tutorial"],
+                             ["student", "kd", "msdcrd"], results)
     assert "| base | kd | 33.50 ± 0.71 | 2 | better than base/student |  |" in table
     assert ("| temperature_10 | kd | 31.00 ± 0.00 | 1 | too few seeds to compare with "
             "temperature_10/student | too few seeds to compare with base/kd |") in table
+    # The tutorial setting has no T = 4 sibling: its own Hinton KD (T = 10) is the reference.
+    assert "| tutorial | msdcrd | 84.50 ± 0.71 | 2 |  | better than tutorial/kd |" in table
     assert "| tin32_resnet20 | 45.67 |" in table and "| cifar10_resnet20 | 70.37 |" in table
 
 
