@@ -65,7 +65,8 @@ class RunConfig:
         "distill mode the architecture `--teacher_weights` holds, or empty for any.")
     student: str = _field("resnet8x4", "The student: a zoo name, `keras.applications.<Name>` or "
                           "a `.keras` file.")
-    method: str = _field("kd", "Method name(s), comma-separated (`kd,msdcrd`).")
+    method: str = _field("default", "Method name(s), comma-separated (`kd,msdcrd`); `default` is "
+                         "the defaults study's KD on standardized logits (T 2, weight 1) + MSDCRD.")
     method_kwargs: dict = _field(
         {}, 'JSON, constructor arguments per method: `{"kd": {"weight": 0.9}, "msdcrd": '
         '{"temperature": 0.2}}`; each method checks its own.')
@@ -162,8 +163,12 @@ class RunConfig:
         return "teacher" if self.mode == "teacher" else "student"
 
     def method_names(self):
-        """The comma-separated `method` field as a list (`"kd,msdcrd"`)."""
-        return [m.strip() for m in self.method.split(",") if m.strip()]
+        """The comma-separated `method` field as a list, `default` spelled out (`["kd", "msdcrd"]`)."""
+        from kerasdistill.methods import defaults
+
+        names = [m.strip() for m in self.method.split(",") if m.strip()]
+        return [n for name in names
+                for n in (defaults.default_names() if name == defaults.DEFAULT else [name])]
 
     def export_formats(self):
         """The comma-separated `export` field as a list."""
@@ -283,10 +288,15 @@ def _resolve_methods(config):
         return ()
     from kerasdistill import methods
 
+    from kerasdistill.methods import defaults
+
+    recipe = defaults.DEFAULT in [m.strip() for m in config.method.split(",")]
     resolved = []
     for name in config.method_names():
+        kwargs = {**(defaults.default_kwargs(name) if recipe else {}),
+                  **config.method_kwargs.get(name, {})}
         try:
-            resolved.append((name, methods.method_class(name), config.method_kwargs.get(name, {})))
+            resolved.append((name, methods.method_class(name), kwargs))
         except ValueError as error:
             raise UsageError(f"--method={config.method!r}: {error}") from error
     return tuple(resolved)

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from kerasdistill import batches
-from kerasdistill.methods import registry
+from kerasdistill.methods import defaults, registry
 from kerasdistill.methods.base import build_for_taps
 from kerasdistill.ops import distributed
 from kerasdistill.ops.losses import class_ids, cross_entropy
@@ -33,7 +33,10 @@ class Distiller(keras.Model):
         teacher: A trained `keras.Model` mapping images to logits; frozen.
         student: A `keras.Model` mapping the same images to as many classes.
         methods: A method, a name, names (`"kd,msdcrd"`), a config dict, a
-            list of these, or `None` (the student alone).
+            list of these, or `None` / `[]` (the student alone). Default:
+            `"default"`, the methods the defaults study chose
+            (`kerasdistill.methods.defaults`: KD on standardized logits at
+            temperature 2 plus MSDCRD, each of weight 1, beside `ce_weight` 1).
         ce_weight: Weight of the supervised loss `loss_ce`.
         teacher_layers: Optional `{tap: layer_name}` overriding where a tap
             some method reads is read in the teacher.
@@ -51,16 +54,26 @@ class Distiller(keras.Model):
     """
 
     def __init__(
-        self, teacher, student, methods=None, ce_weight=1.0, teacher_layers=None,
+        self, teacher, student, methods=defaults.DEFAULT, ce_weight=1.0, teacher_layers=None,
         student_layers=None, label_smoothing=0.0, training_data=None, **kwargs,
     ):
         super().__init__(**kwargs)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
+        named_default = isinstance(methods, str) and defaults.DEFAULT in {
+            name.strip() for name in methods.split(",")}
         methods = registry.get_list(methods)
-        self.taps = FeaturePair(teacher, student, [t for m in methods for t in m.teacher_taps],
-                                [t for m in methods for t in m.student_taps],
-                                teacher_layers, student_layers)
+        try:
+            self.taps = FeaturePair(teacher, student, [t for m in methods for t in m.teacher_taps],
+                                    [t for m in methods for t in m.student_taps],
+                                    teacher_layers, student_layers)
+        except ValueError as error:
+            if not named_default:
+                raise
+            raise ValueError(
+                f"{error} (The default methods read feature maps (MSDCRD); for models without "
+                "them pass methods='kd'.)"
+            ) from error
         self.teacher, self.student, self.methods = teacher, student, methods
         self.teacher.trainable = False
         self.ce_weight, self.label_smoothing = float(ce_weight), float(label_smoothing)
@@ -134,8 +147,8 @@ class Distiller(keras.Model):
         """`keras.Model.fit`, the first batch checked first, with two callbacks.
 
         `StopOnNonFiniteLoss` stops at the first non-finite step, and
-        `WarnOnTermsOutOfProportion` logs a WARNING for each term over 30x (or
-        under 1/30 of) the weighted cross-entropy at the first step; each is
+        `WarnOnTermsOutOfProportion` logs a WARNING for each term over 30x the
+        weighted cross-entropy at the first step; each is
         added unless `callbacks` has one of its kind.
 
         Raises:

@@ -92,6 +92,19 @@ def test_methods_given_as_names():
         kerasdistill.Distiller(teacher, student, "kdd")
 
 
+def test_no_methods_argument_distils_with_the_default_methods_and_none_is_the_student_alone():
+    teacher, student = _pair()
+    kd, msdcrd = kerasdistill.Distiller(teacher, student).methods
+    assert (type(kd), kd.temperature, kd.weight, kd.standardize) == (methods.KD, 2.0, 1.0, True)
+    assert type(msdcrd) is methods.MSDCRD and msdcrd.get_config() == {
+        **methods.MSDCRD().get_config(), "name": msdcrd.name}
+    assert kerasdistill.Distiller(teacher, student, ce_weight=0.5).ce_weight == 0.5
+    assert kerasdistill.Distiller(teacher, student, None).methods == []
+    assert kerasdistill.Distiller(teacher, student, []).methods == []
+    names = [type(m).__name__ for m in kerasdistill.Distiller(teacher, student, "default, at").methods]
+    assert names == ["KD", "MSDCRD", "AT"]
+
+
 def test_misspelled_method_arguments_suggest_the_closest():
     with pytest.raises(TypeError, match="KD got an unexpected argument 'temprature'; did you mean "
                                         "'temperature'\\? It accepts: temperature, weight, "

@@ -192,6 +192,10 @@ def test_subclassed_student_trains_with_kd_and_says_how_to_expose_maps():
     with pytest.raises(ValueError, match="needs a feature map, but model .* is a subclassed keras"
                                          r".Model .* build it as a functional model"):
         kerasdistill.Distiller(teacher, _Subclassed(), "msdcrd")
+    with pytest.raises(ValueError, match=r"is a subclassed keras.Model .*\(The default methods "
+                                         r"read feature maps \(MSDCRD\); for models without them "
+                                         r"pass methods='kd'.\)$"):
+        kerasdistill.Distiller(teacher, _Subclassed())
 
 
 def test_predict_call_and_evaluate_see_the_students_logits():

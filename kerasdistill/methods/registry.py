@@ -2,6 +2,8 @@
 
 import difflib
 
+from kerasdistill.methods import defaults
+
 _METHODS = {}
 
 
@@ -91,12 +93,15 @@ def get_list(identifiers):
     """Returns the methods of a Distiller from what a user may write.
 
     Args:
-        identifiers: `None` (no method), one identifier accepted by `get`, a
-            comma-separated string of names (`"kd,msdcrd"`), or a list of
-            identifiers.
+        identifiers: `None` or `[]` (no method: the student alone), one
+            identifier accepted by `get`, a comma-separated string of names
+            (`"kd,msdcrd"`), or a list of identifiers. The name `"default"`
+            stands for the default methods
+            (`kerasdistill.methods.defaults.DEFAULT_RECIPE`).
 
     Returns:
-        A list of `DistillationMethod` instances.
+        A list of new `DistillationMethod` instances (a given instance is
+        used as is).
     """
     if identifiers is None:
         return []
@@ -104,4 +109,10 @@ def get_list(identifiers):
         identifiers = [name.strip() for name in identifiers.split(",") if name.strip()]
     elif not isinstance(identifiers, (list, tuple)):
         identifiers = [identifiers]
-    return [get(identifier) for identifier in identifiers]
+    found = []
+    for identifier in identifiers:
+        if isinstance(identifier, str) and identifier == defaults.DEFAULT:
+            found += [get(name, **kwargs) for name, kwargs in defaults.DEFAULT_RECIPE]
+        else:
+            found.append(get(identifier))
+    return found

@@ -40,18 +40,17 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 
 class WarnOnTermsOutOfProportion(keras.callbacks.Callback):
-    """Logs one WARNING per distillation term out of proportion at the first step.
+    """Logs one WARNING per distillation term that swamps the labels at the first step.
 
     At the end of the first training batch of a `fit`, each logged term
     `loss_<name>` (already weighted) is compared with the weighted supervised
-    term `ce_weight * loss_ce`; a term over `ratio` times it (the supervised
-    loss is nearly ignored: Hinton KD's `T^2` factor at a large temperature
-    does this) or under `1 / ratio` times it (the term hardly trains) gets a
-    one-line WARNING on the `"kerasdistill"` logger naming the term, the
-    measured ratio and what to change. Training goes on unchanged.
+    term `ce_weight * loss_ce`; a term over `ratio` times it gets a one-line
+    WARNING on the `"kerasdistill"` logger naming the term, the measured
+    ratio and what to change. Training goes on unchanged. Terms under the
+    supervised one are not reported: a warm-up (DKD's) starts them at 0.
 
     Args:
-        ratio: The factor beyond which a term is out of proportion, `> 1`.
+        ratio: The factor beyond which a term swamps the labels, `> 1`.
     """
 
     def __init__(self, ratio=30.0):
@@ -75,16 +74,11 @@ class WarnOnTermsOutOfProportion(keras.callbacks.Callback):
         for name, value in sorted(logs.items()):
             if not name.startswith("loss_") or name == "loss_ce" or not math.isfinite(value):
                 continue
-            measured = abs(value) / supervised
-            if measured > self.ratio:
+            if abs(value) > self.ratio * supervised:
                 logger.warning(
                     "%s is %.0fx the weighted cross-entropy (%.3g) at the first step: the "
                     "labels are nearly ignored; lower the term's weight or temperature, or "
-                    "use KD(standardize=True).", name, measured, supervised)
-            elif measured < 1 / self.ratio:
-                logger.warning(
-                    "%s is 1/%.0f of the weighted cross-entropy (%.3g) at the first step: "
-                    "it hardly trains; raise its weight.", name, 1 / measured, supervised)
+                    "use KD(standardize=True).", name, abs(value) / supervised, supervised)
 
 
 class ThroughputLogger(keras.callbacks.Callback):

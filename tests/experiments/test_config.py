@@ -93,6 +93,22 @@ def test_application_and_empty_model_flags_are_accepted(tmp_path, overrides):
     _distill(tmp_path, **overrides).validate()
 
 
+def test_the_default_method_is_the_studys_recipe_and_method_kwargs_refine_it(tmp_path):
+    from kerasdistill import methods
+
+    config = _distill(tmp_path, method=config_lib.RunConfig().method)
+    standardized_kd = {"temperature": 2.0, "weight": 1.0, "standardize": True}
+    assert config.method == "default" and config.validate().methods == (
+        ("kd", methods.KD, standardized_kd), ("msdcrd", methods.MSDCRD, {}))
+    config = _distill(tmp_path, method="default,crd",
+                      method_kwargs={"kd": {"temperature": 3.0}, "crd": {"weight": 0.5}})
+    assert config.validate().methods == (
+        ("kd", methods.KD, {**standardized_kd, "temperature": 3.0}), ("msdcrd", methods.MSDCRD, {}),
+        ("crd", methods.CRD, {"weight": 0.5}))
+    with pytest.raises(UsageError, match="names method 'dkd', which is not in --method='default'"):
+        _distill(tmp_path, method="default", method_kwargs={"dkd": {}}).validate()
+
+
 def test_teacher_may_name_the_teacher_weights_file_itself(tmp_path):
     config = _distill(tmp_path)
     config.teacher = str(tmp_path / "." / "teacher.keras")

@@ -191,3 +191,11 @@ def test_measured_cost_sums_wall_time_times_threads_of_the_finished_runs(tmp_pat
     line = study.measured_cost([tmp_path / "a", tmp_path / "b", tmp_path / "unfinished"])
     assert line == ("Measured: 2 of 3 runs finished, 1.00 CPU-hours (each run's wall time x "
                     "its threads; 0.75 run-hours).\n")
+
+
+def test_the_library_default_is_the_candidate_the_study_chose():
+    from kerasdistill.methods import defaults
+
+    spec = study.CANDIDATES[study.CHOSEN][1](4.0, 1)
+    assert spec["method"] == ",".join(defaults.default_names()) and spec.get("ce_weight", 1.0) == 1
+    assert spec["kwargs"] == {name: kwargs for name, kwargs in defaults.DEFAULT_RECIPE}
