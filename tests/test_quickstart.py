@@ -17,8 +17,8 @@ from tests.experiments.test_script_errors import _noise
 
 TEACHER = REPO / "data" / "cifar10_resnet20_teacher.keras"
 MINI = REPO / "data" / "cifar10-mini.tar.gz"
-ROWS = ("student alone", "KD", "MSDCRD", "KD + MSDCRD")
-STAGE_DIRS = ("student", "kd", "msdcrd", "kd_msdcrd")
+ROWS = ("student alone", "KD", "MSDCRD", "default")
+STAGE_DIRS = ("student", "kd", "msdcrd", "default")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_quickstart_prints_one_row_per_method_and_writes_each_run(tiny_cifar10_f
         assert (tmp_path / subdir / "saved_model" / "saved_model.pb").exists()
     methods = [metrics["config"] for metrics in written]
     assert [(c["mode"], c["method"]) for c in methods[1:]] == [
-        ("distill", "kd"), ("distill", "msdcrd"), ("distill", "kd,msdcrd")
+        ("distill", "kd"), ("distill", "msdcrd"), ("distill", "default")
     ]
     assert methods[0]["mode"] == "student"
 
