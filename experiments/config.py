@@ -163,7 +163,7 @@ class RunConfig:
         return "teacher" if self.mode == "teacher" else "student"
 
     def method_names(self):
-        """The comma-separated `method` field as a list, `default` spelled out (`["kd", "msdcrd"]`)."""
+        """The comma-separated `method` field as a list, `default` spelled out (`kd`, `msdcrd`)."""
         from kerasdistill.methods import defaults
 
         names = [m.strip() for m in self.method.split(",") if m.strip()]

@@ -1,5 +1,7 @@
 """The Distiller: a `keras.Model` training a student against a frozen teacher."""
 
+import logging
+
 import keras
 from keras import ops
 
@@ -13,6 +15,12 @@ from kerasdistill.training.callbacks import StopOnNonFiniteLoss, WarnOnTermsOutO
 from kerasdistill.training.losses import logits_loss
 
 
+logger = logging.getLogger("kerasdistill")
+# Layers that keep a student's features at a fixed scale (see `_warn_if_features_may_grow`).
+_NORMALIZATION_LAYERS = (
+    keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization, keras.layers.RMSNormalization,
+)
 # Constructor arguments that `get_config` stores as they are.
 _PLAIN_ARGUMENTS = ("ce_weight", "label_smoothing", "teacher_layers", "student_layers")
 
@@ -137,11 +145,30 @@ class Distiller(keras.Model):
             )
         self.student_loss = logits_loss(loss, self.label_smoothing)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self._warn_if_features_may_grow()
         if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # Scale 1, never growing: exactly the inner optimizer on finite steps.
             self.optimizer = keras.optimizers.LossScaleOptimizer(
                 self.optimizer, initial_scale=1.0, dynamic_growth_steps=2**31 - 1
             )
+
+    def _warn_if_features_may_grow(self):
+        """Warns (one line) when a method may grow an unnormalized, unclipped student's features."""
+        growing = [type(m).__name__ for m in self.methods if m.normalizes_student_features]
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        if not growing or any(getattr(inner, name, None) for name in (
+                "clipnorm", "global_clipnorm", "clipvalue")):
+            return
+        stack = list(self.student.layers)
+        while stack:
+            layer = stack.pop()
+            if isinstance(layer, _NORMALIZATION_LAYERS):
+                return
+            stack += getattr(layer, "layers", [])
+        logger.warning(
+            "The student %r has no normalization layer and %s trains on its L2-normalized "
+            "features, which diverged on such students under SGD (docs/results.md, \"Defaults "
+            "study\"): give the optimizer clipnorm=1.0.", self.student.name, ", ".join(growing))
 
     def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit`, the first batch checked first, with two callbacks.

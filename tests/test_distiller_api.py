@@ -101,8 +101,8 @@ def test_no_methods_argument_distils_with_the_default_methods_and_none_is_the_st
     assert kerasdistill.Distiller(teacher, student, ce_weight=0.5).ce_weight == 0.5
     assert kerasdistill.Distiller(teacher, student, None).methods == []
     assert kerasdistill.Distiller(teacher, student, []).methods == []
-    names = [type(m).__name__ for m in kerasdistill.Distiller(teacher, student, "default, at").methods]
-    assert names == ["KD", "MSDCRD", "AT"]
+    listed = kerasdistill.Distiller(teacher, student, "default, at").methods
+    assert [type(m).__name__ for m in listed] == ["KD", "MSDCRD", "AT"]
 
 
 def test_misspelled_method_arguments_suggest_the_closest():

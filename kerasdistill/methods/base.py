@@ -71,6 +71,11 @@ class DistillationMethod(keras.layers.Layer):
     # The fewest samples each replica's batch must hold for the loss to be defined
     # (2 for in-batch contrastive methods: an anchor needs another sample).
     min_batch_per_replica = 1
+    # True for methods whose terms read the student's features only through their L2
+    # normalization (MSDCRD): their gradients grow the features' scale, which a student
+    # without normalization layers passes on to its logits (it diverged under SGD at LR
+    # 0.05 in docs/results.md, "Defaults study"); `Distiller.compile` warns then.
+    normalizes_student_features = False
     # True for methods that create weights from the tap shapes (projection heads,
     # memory banks): `build_from_taps` must run before their first call.
     needs_tap_shapes = False

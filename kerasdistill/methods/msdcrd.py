@@ -158,6 +158,7 @@ class MSDCRD(DistillationMethod):
     """
 
     needs_tap_shapes = True
+    normalizes_student_features = True
     # The sample-wise negatives are the other images of the batch.
     min_batch_per_replica = 2
     renamed_arguments = {"beta": "weight", "lambda_sw": "sw_weight", "lambda_fw": "fw_weight"}

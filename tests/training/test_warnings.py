@@ -1,4 +1,4 @@
-"""Everyday callbacks: the one-line warning for terms out of proportion at the first step."""
+"""The one-line warnings of terms out of proportion (first step) and of features that may grow."""
 
 import logging
 
@@ -66,3 +66,31 @@ def test_distiller_fit_warns_with_the_ratio_of_its_own_first_step(caplog):
         "at the first step: the labels are nearly ignored; lower the term's weight or "
         "temperature, or use KD(standardize=True)."
     ]
+
+
+def _sequential_without_normalization():
+    return keras.Sequential([
+        keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, strides=2), keras.layers.ReLU(),
+        keras.layers.Conv2D(16, 3, strides=2), keras.layers.Flatten(), keras.layers.Dense(5),
+    ], name="plain")
+
+
+@pytest.mark.parametrize("student, method_list, optimizer, warns", [
+    (_sequential_without_normalization, "default", lambda: keras.optimizers.SGD(0.05), True),
+    (_sequential_without_normalization, "msdcrd", lambda: "adam", True),
+    (_sequential_without_normalization, "default",
+     lambda: keras.optimizers.SGD(0.05, clipnorm=1.0), False),
+    (_sequential_without_normalization, "kd", lambda: keras.optimizers.SGD(0.05), False),
+    (lambda: models.get("resnet8", num_classes=5), "default", lambda: "sgd", False),
+])
+def test_compile_warns_when_msdcrd_may_grow_an_unnormalized_students_features(
+        student, method_list, optimizer, warns, caplog):
+    teacher = models.get("resnet8", num_classes=5)
+    distiller = kerasdistill.Distiller(teacher, student(), method_list)
+    with caplog.at_level(logging.WARNING, logger="kerasdistill"):
+        distiller.compile(optimizer=optimizer())
+    messages = [r.getMessage() for r in caplog.records if "normalization layer" in r.getMessage()]
+    assert messages == ([
+        "The student 'plain' has no normalization layer and MSDCRD trains on its L2-normalized "
+        "features, which diverged on such students under SGD (docs/results.md, \"Defaults "
+        "study\"): give the optimizer clipnorm=1.0."] if warns else [])
