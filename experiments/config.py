@@ -101,6 +101,9 @@ class RunConfig:
                             "decay; the ViT / Mixer flagfiles).", OPTIMIZERS)
     momentum: float = _field(0.9, "SGD momentum.")
     weight_decay: float = _field(5e-4, "Weight decay: coupled L2 with sgd, decoupled with adamw.")
+    clipnorm: float = _field(0.0, "Clip each parameter's gradient to this norm (Keras's "
+                             "`clipnorm`; 0: no clipping). MSDCRD on a student without "
+                             "normalization layers needs it (1.0).")
     label_smoothing: float = _field(0.0, "Label smoothing of the training cross-entropy, in "
                                     "[0, 1).")
     seed: int = _field(0, "Random seed.")
@@ -251,6 +254,7 @@ def _check_values(config):
     _number("lr", config.lr, 0, low_inclusive=False)
     _number("momentum", config.momentum, 0, 1)
     _number("weight_decay", config.weight_decay, 0, 1)
+    _number("clipnorm", config.clipnorm, 0)
     _number("label_smoothing", config.label_smoothing, 0, 1)
     _number("lr_warmup_epochs", config.lr_warmup_epochs, 0, config.epochs)
     if config.lr_warmup_epochs and config.lr_schedule != "cosine":

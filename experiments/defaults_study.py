@@ -125,6 +125,11 @@ CANDIDATES = {
         "method": "kd,msdcrd",
         "kwargs": {"kd": {"weight": 1.0, "temperature": 2.0, "standardize": True},
                    "msdcrd": {}}}),
+    "kd_ls_msdcrd_clip": ("kd_ls_msdcrd with each gradient clipped to norm 1 (clipnorm)",
+                          lambda t, epochs: {
+        "method": "kd,msdcrd", "clipnorm": 1.0,
+        "kwargs": {"kd": {"weight": 1.0, "temperature": 2.0, "standardize": True},
+                   "msdcrd": {}}}),
 }
 STUDENT, HINTON = "student", "kd"
 # The candidate the study chose as the library's default (`kerasdistill.methods.defaults`).
@@ -245,6 +250,8 @@ def row_args(setting, candidate, seed, output_dir):
             method=spec["method"], ce_weight=spec.get("ce_weight", 1.0),
             method_kwargs=json.dumps(spec["kwargs"]),
         )
+        if "clipnorm" in spec:
+            args["clipnorm"] = spec["clipnorm"]
     return args
 
 

@@ -209,15 +209,17 @@ def compile_model(config, models, steps):
 
     from kerasdistill.training import TorchSGD
 
+    clipping = {"clipnorm": config.clipnorm} if config.clipnorm else {}
     if config.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(
-            learning_rate(config, steps), weight_decay=config.weight_decay
+            learning_rate(config, steps), weight_decay=config.weight_decay, **clipping
         )
     else:
         optimizer = TorchSGD(
             learning_rate(config, steps),
             momentum=config.momentum,
             weight_decay=config.weight_decay,
+            **clipping,
         )
     jit = {"true": True, "false": False}.get(str(config.jit_compile).lower())
     if jit is None:  # auto: XLA where an accelerator is visible.

@@ -31,6 +31,7 @@ def _distill(tmp_path, **overrides):
         ({"lr": float("nan")}, r"--lr=nan"),
         ({"momentum": 1.5}, r"--momentum=1.5 .* >= 0 and < 1"),
         ({"weight_decay": -1e-4}, r"--weight_decay=-0.0001"),
+        ({"clipnorm": -1.0}, r"--clipnorm=-1.0 is not accepted; it must be a finite number >= 0"),
         ({"ce_weight": float("inf")}, r"--ce_weight=inf"),
         ({"method_kwargs": {"dkd": {"nckd_weight": 1}}}, r"names method 'dkd', which is not in"),
         ({"method_kwargs": {"kd": 4}}, r"must be a JSON object of arguments"),

@@ -45,12 +45,15 @@ def test_plan_trains_each_teacher_once_and_shares_runs_a_setting_does_not_change
         "tin32_sequential"]
     assert teachers[tmp_path / "teachers" / "tin32_resnet20"]["lr"] == 0.1
     assert teachers[tmp_path / "teachers" / "tin32_sequential"]["optimizer"] == "adamw"
-    assert len(rows) == 2 * 10 * 9
+    assert len(rows) == 2 * 10 * 10
     # T = 10 changes the rows with a temperature only.
     for candidate in study.CANDIDATES:
         same = rows[("temperature_10", candidate, 1)][1] == rows[("base", candidate, 1)][1]
-        assert same == (candidate in ("student", "kd_ls", "msdcrd", "kd_ls_msdcrd"))
-    assert len(study.distinct_runs(rows)) == 2 * (90 - 4)
+        assert same == (candidate in ("student", "kd_ls", "msdcrd", "kd_ls_msdcrd",
+                                      "kd_ls_msdcrd_clip"))
+    assert len(study.distinct_runs(rows)) == 2 * (100 - 5)
+    clipped = rows[("pair_sequential", "kd_ls_msdcrd_clip", 0)][0]
+    assert clipped["clipnorm"] == 1.0 and "clipnorm" not in rows[("base", "kd_ls_msdcrd", 0)][0]
     assert rows[("base", "kd", 1)][1] == tmp_path / "runs" / "base" / "kd" / "seed_1"
 
 

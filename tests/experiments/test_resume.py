@@ -143,6 +143,15 @@ def _distill_models(config):
     return models
 
 
+def test_clipnorm_reaches_the_optimizer_of_either_kind(small_cnn_file, tmp_path):
+    for optimizer, clipnorm in (("sgd", 1.0), ("adamw", 0.5), ("sgd", 0.0)):
+        config = tiny_config(
+            "unused", tmp_path, mode="distill", method="kd", teacher="", optimizer=optimizer,
+            teacher_weights=str(small_cnn_file), student=str(small_cnn_file), clipnorm=clipnorm)
+        inner = _distill_models(config).fitted.optimizer.inner_optimizer
+        assert inner.clipnorm == (clipnorm or None)
+
+
 def test_checkpoint_names_the_run_state_by_role_and_restores_into_a_fresh_run(
     small_cnn_file, tmp_path
 ):
