@@ -419,8 +419,36 @@ def check(settings, candidates):
             raise errors.UsageError(f"--data_root={FLAGS.data_root!r}: no {DATA[data][0]} in it.")
 
 
-def report(settings, candidates, results):
-    """The markdown table: each row's test top-1 against the student alone and Hinton KD T=4."""
+def run_error(out):
+    """The `error: ...` line a failed run (no `metrics.json`) ended its log with, or None."""
+    log = pathlib.Path(out) / "log.txt"
+    if seeded_runs.finished(out) is not None or not log.exists():
+        return None
+    lines = [line for line in log.read_text(errors="replace").splitlines()
+             if line.startswith("error: ")]
+    return lines[-1][len("error: "):] if lines else None
+
+
+def _compared(row, base, base_name):
+    """`seeded_runs.compared`, or the difference in points when either has one seed."""
+    if row[2] < 2 or base[2] < 2:
+        return f"{row[0] - base[0]:+.2f} vs {base_name} (one seed)"
+    return seeded_runs.compared(row, base, base_name)
+
+
+def report(settings, candidates, results, errors_by_row=None):
+    """The markdown table: each row's test top-1 against the student alone and Hinton KD T=4.
+
+    Args:
+        settings: Setting names, in table order.
+        candidates: Candidate names, in table order.
+        results: `{(setting, candidate): [metrics dict, ...]}` of the finished runs.
+        errors_by_row: `{(setting, candidate): [error line, ...]}` of the failed runs.
+
+    Returns:
+        The markdown text.
+    """
+    errors_by_row = errors_by_row or {}
     lines = [
         (f"Budgets: short {FLAGS.short_epochs}, long {FLAGS.long_epochs} epoch(s) x "
          f"{FLAGS.steps_per_epoch or 'all'} steps x batch {FLAGS.batch_size}; teachers "
@@ -437,6 +465,10 @@ def report(settings, candidates, results):
                                if s == {**SETTINGS[setting_name], "temperature": 4.0}),
                               setting_name)
         for candidate in candidates:
+            failures = errors_by_row.get((setting_name, candidate), [])
+            if failures:
+                lines.append(f"| {setting_name} | {candidate} | failed in {len(failures)} "
+                             f"run(s): {failures[0]} | | | |")
             row = stats.get((setting_name, candidate))
             if row is None:
                 continue
@@ -444,7 +476,7 @@ def report(settings, candidates, results):
             for other in ((setting_name, STUDENT), (hinton_setting, HINTON)):
                 base = stats.get(other)
                 cells.append("" if base is None or other == (setting_name, candidate)
-                             else seeded_runs.compared(row, base, "/".join(other)))
+                             else _compared(row, base, "/".join(other)))
             lines.append(f"| {setting_name} | {candidate} | {seeded_runs.formatted(row)} | "
                          f"{cells[0]} | {cells[1]} |")
     lines += ["", "| teacher | test top-1 (%) |", "|---|---:|"]
@@ -496,13 +528,16 @@ def main(argv):
             if args["mode"] != "distill" or pathlib.Path(args["teacher_weights"]).is_file()
         }
         seeded_runs.run_all(jobs, FLAGS.parallel)
-    results = {}
+    results, failed = {}, {}
     for (setting_name, candidate, _), (_, out) in rows.items():
-        metrics = seeded_runs.finished(out)
+        metrics, error = seeded_runs.finished(out), run_error(out)
         if metrics is not None:
             results.setdefault((setting_name, candidate), []).append(metrics)
+        if error is not None:
+            failed.setdefault((setting_name, candidate), []).append(error)
     run_dirs = list(teachers) + list(distinct_runs(rows))
-    seeded_runs.write_report(report(settings, candidates, results) + "\n" + measured_cost(run_dirs))
+    table = report(settings, candidates, results, failed)
+    seeded_runs.write_report(table + "\n" + measured_cost(run_dirs))
 
 
 if __name__ == "__main__":

@@ -177,10 +177,13 @@ def test_report_compares_with_the_student_alone_and_hinton_kd_at_t4(tmp_path):
     with flagsaver.flagsaver():
         _parse(f"--output_dir={tmp_path}", f"--teacher_file=cifar10_resnet20={given}")
         table = study.report(["base", "temperature_10", "data_cifar10", "tutorial"],
-                             ["student", "kd", "msdcrd"], results)
+                             ["student", "kd", "msdcrd"], results,
+                             {("base", "msdcrd"): ["Loss term loss_ce is nan at training step 26."]})
     assert "| base | kd | 33.50 ± 0.71 | 2 | better than base/student |  |" in table
-    assert ("| temperature_10 | kd | 31.00 ± 0.00 | 1 | too few seeds to compare with "
-            "temperature_10/student | too few seeds to compare with base/kd |") in table
+    assert ("| temperature_10 | kd | 31.00 ± 0.00 | 1 | +0.50 vs temperature_10/student "
+            "(one seed) | -2.50 vs base/kd (one seed) |") in table
+    assert ("| base | msdcrd | failed in 1 run(s): Loss term loss_ce is nan at training step "
+            "26. | | | |") in table
     # The tutorial setting has no T = 4 sibling: its own Hinton KD (T = 10) is the reference.
     assert "| tutorial | msdcrd | 84.50 ± 0.71 | 2 |  | better than tutorial/kd |" in table
     assert "| tin32_resnet20 | 45.67 |" in table and "| cifar10_resnet20 | 70.37 |" in table
@@ -202,3 +205,11 @@ def test_the_library_default_is_the_candidate_the_study_chose():
     spec = study.CANDIDATES[study.CHOSEN][1](4.0, 1)
     assert spec["method"] == ",".join(defaults.default_names()) and spec.get("ce_weight", 1.0) == 1
     assert spec["kwargs"] == {name: kwargs for name, kwargs in defaults.DEFAULT_RECIPE}
+
+
+def test_a_failed_run_is_known_by_the_error_line_its_log_ends_with(tmp_path):
+    (tmp_path / "log.txt").write_text("I0000 noise\nerror: Loss term loss_ce is nan at step 3.\n")
+    assert study.run_error(tmp_path) == "Loss term loss_ce is nan at step 3."
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5}))
+    assert study.run_error(tmp_path) is None
+    assert study.run_error(tmp_path / "never_ran") is None
