@@ -422,13 +422,14 @@ def check(settings, candidates):
 
 
 def run_error(out):
-    """The `error: ...` line a failed run (no `metrics.json`) ended its log with, or None."""
+    """The first sentence of the `error: ...` line a failed run (no `metrics.json`) ended
+    its log with, or None."""
     log = pathlib.Path(out) / "log.txt"
     if seeded_runs.finished(out) is not None or not log.exists():
         return None
     lines = [line for line in log.read_text(errors="replace").splitlines()
              if line.startswith("error: ")]
-    return lines[-1][len("error: "):] if lines else None
+    return lines[-1][len("error: "):].split(". ")[0].rstrip(".") + "." if lines else None
 
 
 def _compared(row, base, base_name):

@@ -208,7 +208,8 @@ def test_the_library_default_is_the_candidate_the_study_chose():
 
 
 def test_a_failed_run_is_known_by_the_error_line_its_log_ends_with(tmp_path):
-    (tmp_path / "log.txt").write_text("I0000 noise\nerror: Loss term loss_ce is nan at step 3.\n")
+    (tmp_path / "log.txt").write_text("I0000 noise\nerror: Loss term loss_ce is nan at step 3. "
+                                      "Training stopped; /tmp/x is kept.\n")
     assert study.run_error(tmp_path) == "Loss term loss_ce is nan at step 3."
     (tmp_path / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5}))
     assert study.run_error(tmp_path) is None
