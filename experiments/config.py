@@ -169,13 +169,16 @@ class RunConfig:
         """The comma-separated `method` field as a list, `default` spelled out (`kd`, `msdcrd`)."""
         from kerasdistill.methods import defaults
 
-        names = [m.strip() for m in self.method.split(",") if m.strip()]
-        return [n for name in names
-                for n in (defaults.default_names() if name == defaults.DEFAULT else [name])]
+        return [name for name, _ in defaults.expand(_listed(self.method))]
 
     def export_formats(self):
         """The comma-separated `export` field as a list."""
-        return [f.strip() for f in self.export.split(",") if f.strip()]
+        return _listed(self.export)
+
+
+def _listed(field):
+    """The names of a comma-separated field, stripped, empty ones dropped."""
+    return [name.strip() for name in field.split(",") if name.strip()]
 
 
 def _check_export_packages(config):
@@ -291,14 +294,11 @@ def _resolve_methods(config):
     if config.mode != "distill":
         return ()
     from kerasdistill import methods
-
     from kerasdistill.methods import defaults
 
-    recipe = defaults.DEFAULT in [m.strip() for m in config.method.split(",")]
     resolved = []
-    for name in config.method_names():
-        kwargs = {**(defaults.default_kwargs(name) if recipe else {}),
-                  **config.method_kwargs.get(name, {})}
+    for name, recipe_kwargs in defaults.expand(_listed(config.method)):
+        kwargs = {**recipe_kwargs, **config.method_kwargs.get(name, {})}
         try:
             resolved.append((name, methods.method_class(name), kwargs))
         except ValueError as error:

@@ -16,11 +16,15 @@ DEFAULT_RECIPE = (
 )
 
 
-def default_names():
-    """The registered names of the default methods, in order."""
-    return [name for name, _ in DEFAULT_RECIPE]
+def expand(names):
+    """`names` with `"default"` spelled out, each with the arguments the recipe gives it.
 
+    Args:
+        names: Method names (`["default", "crd"]`).
 
-def default_kwargs(name):
-    """The constructor arguments the default recipe gives method `name` (a new dict)."""
-    return dict(dict(DEFAULT_RECIPE).get(name, {}))
+    Returns:
+        A list of `(name, constructor arguments)`: the recipe's arguments (a new
+        dict) for the methods `"default"` stands for, `{}` for the others.
+    """
+    return [(n, dict(kwargs)) for name in names
+            for n, kwargs in (DEFAULT_RECIPE if name == DEFAULT else ((name, {}),))]

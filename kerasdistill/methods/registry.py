@@ -111,8 +111,8 @@ def get_list(identifiers):
         identifiers = [identifiers]
     found = []
     for identifier in identifiers:
-        if isinstance(identifier, str) and identifier == defaults.DEFAULT:
-            found += [get(name, **kwargs) for name, kwargs in defaults.DEFAULT_RECIPE]
+        if isinstance(identifier, str):
+            found += [get(name, **kwargs) for name, kwargs in defaults.expand([identifier])]
         else:
             found.append(get(identifier))
     return found
