@@ -21,18 +21,20 @@ def _args(command):
 
 
 def test_every_setting_but_the_base_changes_one_axis_and_every_value_is_covered():
-    assert study.SETTINGS["base"] == study.BASE and len(study.SETTINGS) == 10
+    assert study.SETTINGS["base"] == study.BASE and len(study.SETTINGS) == 11
     assert study.SETTINGS["tutorial"] == {"data": "fashion_mnist", "pair": "sequential",
                                           "optimizer": "adam", "budget": "short",
                                           "temperature": 10.0}
     covered = set()
     for name, setting in study.SETTINGS.items():
-        if name == "tutorial":
+        if name in ("tutorial", "pair_vit_budget_long"):
             continue
         changed = [axis for axis in study.BASE if setting[axis] != study.BASE[axis]]
         assert len(changed) == (name != "base")
         covered.update((axis, setting[axis]) for axis in changed)
     assert covered == {(axis, value) for axis, values in study.AXES.items() for value in values}
+    assert study.SETTINGS["pair_vit_budget_long"] == {**study.BASE, "pair": "vit",
+                                                      "budget": "long"}
 
 
 def test_plan_trains_each_teacher_once_and_shares_runs_a_setting_does_not_change(tmp_path):
@@ -45,13 +47,13 @@ def test_plan_trains_each_teacher_once_and_shares_runs_a_setting_does_not_change
         "tin32_sequential"]
     assert teachers[tmp_path / "teachers" / "tin32_resnet20"]["lr"] == 0.1
     assert teachers[tmp_path / "teachers" / "tin32_sequential"]["optimizer"] == "adamw"
-    assert len(rows) == 2 * 10 * 10
+    assert len(rows) == 2 * 11 * 10
     # T = 10 changes the rows with a temperature only.
     for candidate in study.CANDIDATES:
         same = rows[("temperature_10", candidate, 1)][1] == rows[("base", candidate, 1)][1]
         assert same == (candidate in ("student", "kd_ls", "msdcrd", "kd_ls_msdcrd",
                                       "kd_ls_msdcrd_clip"))
-    assert len(study.distinct_runs(rows)) == 2 * (100 - 5)
+    assert len(study.distinct_runs(rows)) == 2 * (110 - 5)
     clipped = rows[("pair_sequential", "kd_ls_msdcrd_clip", 0)][0]
     assert clipped["clipnorm"] == 1.0 and "clipnorm" not in rows[("base", "kd_ls_msdcrd", 0)][0]
     assert rows[("base", "kd", 1)][1] == tmp_path / "runs" / "base" / "kd" / "seed_1"
