@@ -182,7 +182,7 @@ def main(argv):
         done = {key: seeded_runs.finished(run_dir(*key)) for key in keys}
     else:
         jobs = {key: (row_command(*key), run_dir(*key)) for key in keys}
-        done = seeded_runs.run_all(jobs, FLAGS.parallel)
+        done = seeded_runs.run_all(jobs, FLAGS.parallel, FLAGS.threads)
     results = {name: {} for name in FLAGS.rows}
     for (name, seed), metrics in done.items():
         if metrics is not None:

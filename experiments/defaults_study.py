@@ -14,7 +14,7 @@ Keras tutorial (Fashion-MNIST, Sequential nets, Adam, T = 10). Every setting tra
 candidate (`CANDIDATES`); a row is (setting, candidate), one
 `experiments/cifar100.py` process per (row, seed), `--parallel` at a time,
 resumable (`experiments/seeded_runs.py`, which defines `--seeds` (default 0,1,2),
-`--parallel`, `--output_dir` (default `runs/defaults_study`), `--steps_per_epoch`,
+`--parallel`, `--threads`, `--output_dir` (default `runs/defaults_study`), `--steps_per_epoch`,
 `--batch_size`, `--report_only` and `--report`). Rows whose command is the same as an
 earlier row's (the student alone does not depend on T) share its runs.
 
@@ -515,8 +515,8 @@ def main(argv):
     teachers, rows = plan(settings, candidates, seeds)
     if FLAGS.measure:
         jobs = measure_jobs()
-        seeded_runs.run_all({"teacher": jobs.pop("teacher")}, 1)
-        seeded_runs.run_all(jobs, FLAGS.parallel)
+        seeded_runs.run_all({"teacher": jobs.pop("teacher")}, 1, FLAGS.threads)
+        seeded_runs.run_all(jobs, FLAGS.parallel, FLAGS.threads)
     print("\n".join(size_and_cost(teachers, rows, settings, candidates, seeds)))
     if FLAGS.measure:
         return
@@ -530,12 +530,12 @@ def main(argv):
         prepare(settings)
         seeded_runs.run_all(
             {out: (seeded_runs.command(args), out) for out, args in teachers.items()},
-            FLAGS.parallel)
+            FLAGS.parallel, FLAGS.threads)
         jobs = {
             out: (seeded_runs.command(args), out) for out, args in distinct_runs(rows).items()
             if args["mode"] != "distill" or pathlib.Path(args["teacher_weights"]).is_file()
         }
-        seeded_runs.run_all(jobs, FLAGS.parallel)
+        seeded_runs.run_all(jobs, FLAGS.parallel, FLAGS.threads)
     results, failed = {}, {}
     for (setting_name, candidate, _), (_, out) in rows.items():
         metrics, error = seeded_runs.finished(out), run_error(out)

@@ -34,6 +34,8 @@ flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch of every run (0: one
 flags.DEFINE_integer("batch_size", 64, "Batch size of every run.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every row runs once per seed.")
 flags.DEFINE_integer("parallel", 2, "Runs at the same time, each on cores/parallel threads.")
+flags.DEFINE_integer("threads", None, "Threads of each run (default: cores / runs at a time); "
+                     "1 with --parallel=1 leaves a core free.", lower_bound=1)
 flags.DEFINE_string("output_dir", "", "Where the runs and the table go (default: runs/<script>).")
 flags.DEFINE_bool("report_only", False, "Report the finished runs without running any.")
 flags.DEFINE_string("report", "", "Markdown file for the table (default: <output_dir>/table.md).")
@@ -90,15 +92,20 @@ def run(argv, out, threads):
     return json.loads(metrics_path.read_text())
 
 
-def run_all(jobs, parallel):
+def run_all(jobs, parallel, threads=None):
     """Runs `jobs` `{key: (argv, out)}`, `parallel` at a time, in order; returns their metrics.
 
     A failed run is reported on stderr (naming its log) and left out of the result.
 
+    Args:
+        jobs: `{key: (argv, out)}`; a job whose `out/metrics.json` exists is not run.
+        parallel: Jobs at a time.
+        threads: TensorFlow threads of each job (default: cores / `parallel`).
+
     Returns:
         `{key: metrics dict}` of the runs that finished.
     """
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+    threads = threads or max(1, (os.cpu_count() or 1) // parallel)
     results = {}
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
         futures = {key: pool.submit(run, argv, out, threads) for key, (argv, out) in jobs.items()}

@@ -40,3 +40,13 @@ def test_cells_and_comparison_words():
     assert seeded_runs.compared((66.0, 0.0, 1), (65.0, 0.2, 3), "kd") == (
         "too few seeds to compare with kd"
     )
+
+
+def test_threads_sets_each_runs_tensorflow_threads(tmp_path):
+    write = ("import json, os, sys; json.dump({'threads': os.environ['TF_NUM_INTRAOP_THREADS']},"
+             " open(sys.argv[1], 'w'))")
+    jobs = {seed: ([sys.executable, "-c", write, str(tmp_path / str(seed) / "metrics.json")],
+                   tmp_path / str(seed)) for seed in (0, 1)}
+    done = seeded_runs.run_all(jobs, parallel=1, threads=1)
+    assert done == {0: {"threads": "1"}, 1: {"threads": "1"}}
+    assert json.loads((tmp_path / "0" / seeded_runs.TIMING_FILE).read_text())["threads"] == 1
