@@ -137,6 +137,11 @@ CANDIDATES = {
         "method": "kd,msdcrd", "clipnorm": 1.0,
         "kwargs": {"kd": {"weight": 1.0, "temperature": 2.0, "standardize": True},
                    "msdcrd": {}}}),
+    "kd_ls9_msdcrd": ("kd_ls with MSDCRD: CE 0.1 + KD 9 on standardized logits at T 2 + MSDCRD",
+                      lambda t, epochs: {
+        "method": "kd,msdcrd", "ce_weight": 0.1,
+        "kwargs": {"kd": {"weight": 9.0, "temperature": 2.0, "standardize": True},
+                   "msdcrd": {}}}),
 }
 STUDENT, HINTON = "student", "kd"
 # The candidate the study chose as the library's default (`kerasdistill.methods.defaults`).

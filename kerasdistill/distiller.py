@@ -16,11 +16,15 @@ from kerasdistill.training.losses import logits_loss
 
 
 logger = logging.getLogger("kerasdistill")
-# Layers that keep a student's features at a fixed scale (see `_warn_if_features_may_grow`).
+# Layers that keep a student's features at a fixed scale (see `_clip_if_features_may_grow`).
 _NORMALIZATION_LAYERS = (
     keras.layers.BatchNormalization, keras.layers.LayerNormalization,
     keras.layers.GroupNormalization, keras.layers.RMSNormalization,
 )
+# The optimizer arguments that clip gradients, and the clipnorm `compile` sets on an
+# optimizer with none of them when a method may grow an unnormalized student's features.
+_CLIPPING = ("clipnorm", "global_clipnorm", "clipvalue")
+_UNNORMALIZED_CLIPNORM = 1.0
 # Constructor arguments that `get_config` stores as they are.
 _PLAIN_ARGUMENTS = ("ce_weight", "label_smoothing", "teacher_layers", "student_layers")
 
@@ -133,6 +137,9 @@ class Distiller(keras.Model):
         Args:
             optimizer: The student's optimizer; a `LossScaleOptimizer` of fixed
                 scale 1 wraps it (unless it is one) to skip non-finite steps.
+                When a method normalizes the student's features (MSDCRD) and the
+                student has no BatchNorm, LayerNorm, GroupNorm or RMSNorm layer,
+                an optimizer that clips nothing gets `clipnorm=1.0` (logged).
             loss: The supervised loss on the student's logits (default: softmax
                 cross-entropy with `label_smoothing`); see `logits_loss`.
             metrics: Metrics of the student's logits (`"accuracy"`, ...).
@@ -145,19 +152,28 @@ class Distiller(keras.Model):
             )
         self.student_loss = logits_loss(loss, self.label_smoothing)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
-        self._warn_if_features_may_grow()
+        self._clip_if_features_may_grow()
         if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # Scale 1, never growing: exactly the inner optimizer on finite steps.
             self.optimizer = keras.optimizers.LossScaleOptimizer(
                 self.optimizer, initial_scale=1.0, dynamic_growth_steps=2**31 - 1
             )
 
-    def _warn_if_features_may_grow(self):
-        """Warns (one line) when a method may grow an unnormalized, unclipped student's features."""
+    def _clip_if_features_may_grow(self):
+        """Sets `clipnorm=1.0` where a method may grow an unnormalized student's features.
+
+        MSDCRD (any method with `normalizes_student_features`) reads the
+        student's features only through their L2 normalization: its gradient
+        is orthogonal to them and its steps grow their norm. Behind a
+        normalization layer that growth is harmless; in a student without one
+        it reaches the logits, and under SGD every MSDCRD run of the defaults
+        study diverged by step 31 while each gradient clipped to norm 1 trained
+        (`docs/results.md`, "Defaults study"). An optimizer that clips anything
+        itself is left as it is.
+        """
         growing = [type(m).__name__ for m in self.methods if m.normalizes_student_features]
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        if not growing or any(getattr(inner, name, None) for name in (
-                "clipnorm", "global_clipnorm", "clipvalue")):
+        if not growing or any(getattr(inner, name, None) for name in _CLIPPING):
             return
         stack = list(self.student.layers)
         while stack:
@@ -165,10 +181,13 @@ class Distiller(keras.Model):
             if isinstance(layer, _NORMALIZATION_LAYERS):
                 return
             stack += getattr(layer, "layers", [])
+        inner.clipnorm = _UNNORMALIZED_CLIPNORM
         logger.warning(
             "The student %r has no normalization layer and %s trains on its L2-normalized "
-            "features, which diverged on such students under SGD (docs/results.md, \"Defaults "
-            "study\"): give the optimizer clipnorm=1.0.", self.student.name, ", ".join(growing))
+            "features, which diverged on such students unclipped (docs/results.md, \"Defaults "
+            "study\"): the optimizer clips each gradient to norm %g; give it a clipnorm, "
+            "global_clipnorm or clipvalue of your own to choose otherwise.",
+            self.student.name, ", ".join(growing), _UNNORMALIZED_CLIPNORM)
 
     def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit`, the first batch checked first, with two callbacks.

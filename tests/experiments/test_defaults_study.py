@@ -47,13 +47,13 @@ def test_plan_trains_each_teacher_once_and_shares_runs_a_setting_does_not_change
         "tin32_sequential"]
     assert teachers[tmp_path / "teachers" / "tin32_resnet20"]["lr"] == 0.1
     assert teachers[tmp_path / "teachers" / "tin32_sequential"]["optimizer"] == "adamw"
-    assert len(rows) == 2 * 11 * 10
+    assert len(rows) == 2 * 11 * 11
     # T = 10 changes the rows with a temperature only.
     for candidate in study.CANDIDATES:
         same = rows[("temperature_10", candidate, 1)][1] == rows[("base", candidate, 1)][1]
         assert same == (candidate in ("student", "kd_ls", "msdcrd", "kd_ls_msdcrd",
-                                      "kd_ls_msdcrd_clip"))
-    assert len(study.distinct_runs(rows)) == 2 * (110 - 5)
+                                      "kd_ls_msdcrd_clip", "kd_ls9_msdcrd"))
+    assert len(study.distinct_runs(rows)) == 2 * (121 - 6)
     clipped = rows[("pair_sequential", "kd_ls_msdcrd_clip", 0)][0]
     assert clipped["clipnorm"] == 1.0 and "clipnorm" not in rows[("base", "kd_ls_msdcrd", 0)][0]
     assert rows[("base", "kd", 1)][1] == tmp_path / "runs" / "base" / "kd" / "seed_1"

@@ -75,16 +75,16 @@ def _sequential_without_normalization():
     ], name="plain")
 
 
-@pytest.mark.parametrize("student, method_list, optimizer, warns", [
+@pytest.mark.parametrize("student, method_list, optimizer, clips", [
     (_sequential_without_normalization, "default", lambda: keras.optimizers.SGD(0.05), True),
     (_sequential_without_normalization, "msdcrd", lambda: "adam", True),
     (_sequential_without_normalization, "default",
-     lambda: keras.optimizers.SGD(0.05, clipnorm=1.0), False),
+     lambda: keras.optimizers.SGD(0.05, global_clipnorm=5.0), False),
     (_sequential_without_normalization, "kd", lambda: keras.optimizers.SGD(0.05), False),
     (lambda: models.get("resnet8", num_classes=5), "default", lambda: "sgd", False),
 ])
-def test_compile_warns_when_msdcrd_may_grow_an_unnormalized_students_features(
-        student, method_list, optimizer, warns, caplog):
+def test_compile_clips_where_msdcrd_may_grow_an_unnormalized_students_features(
+        student, method_list, optimizer, clips, caplog):
     teacher = models.get("resnet8", num_classes=5)
     distiller = kerasdistill.Distiller(teacher, student(), method_list)
     with caplog.at_level(logging.WARNING, logger="kerasdistill"):
@@ -92,5 +92,22 @@ def test_compile_warns_when_msdcrd_may_grow_an_unnormalized_students_features(
     messages = [r.getMessage() for r in caplog.records if "normalization layer" in r.getMessage()]
     assert messages == ([
         "The student 'plain' has no normalization layer and MSDCRD trains on its L2-normalized "
-        "features, which diverged on such students under SGD (docs/results.md, \"Defaults "
-        "study\"): give the optimizer clipnorm=1.0."] if warns else [])
+        "features, which diverged on such students unclipped (docs/results.md, \"Defaults "
+        "study\"): the optimizer clips each gradient to norm 1; give it a clipnorm, "
+        "global_clipnorm or clipvalue of your own to choose otherwise."] if clips else [])
+    assert distiller.optimizer.inner_optimizer.clipnorm == (1.0 if clips else None)
+
+
+@pytest.mark.parametrize("method_list, clipped", [("msdcrd", True), ("kd", False)])
+def test_the_clip_bounds_each_variables_step(method_list, clipped):
+    # Plain SGD at LR 10 moves each variable by 10 * its gradient: at most 10 when clipped.
+    keras.utils.set_random_seed(0)
+    teacher, student = models.get("resnet8", num_classes=5), _sequential_without_normalization()
+    distiller = kerasdistill.Distiller(teacher, student, method_list)
+    distiller.compile(optimizer=keras.optimizers.SGD(10.0))
+    x = np.random.default_rng(0).normal(0, 50, (8, 32, 32, 3)).astype("float32")
+    y = np.arange(8) % 5
+    before = [np.array(v) for v in student.trainable_weights]
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    steps = [np.linalg.norm(np.array(v) - b) for v, b in zip(student.trainable_weights, before)]
+    assert (max(steps) <= 10.0 * (1 + 1e-4)) == clipped, steps
