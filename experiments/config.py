@@ -66,11 +66,13 @@ class RunConfig:
     student: str = _field("resnet8x4", "The student: a zoo name, `keras.applications.<Name>` or "
                           "a `.keras` file.")
     method: str = _field("default", "Method name(s), comma-separated (`kd,msdcrd`); `default` is "
-                         "the defaults study's KD on standardized logits (T 2, weight 1) + MSDCRD.")
+                         "the defaults study's KD on standardized logits (T 2, weight 9) + "
+                         "MSDCRD.")
     method_kwargs: dict = _field(
         {}, 'JSON, constructor arguments per method: `{"kd": {"weight": 0.9}, "msdcrd": '
         '{"temperature": 0.2}}`; each method checks its own.')
-    ce_weight: float = _field(1.0, "Cross-entropy weight in distill mode.")
+    ce_weight: float = _field(None, "Cross-entropy weight in distill mode. Unset: 0.1 when "
+                              "`--method` names `default` (the study's recipe), else 1.")
     teacher_weights: str = _field(
         "", "The teacher file of distill mode: `.keras` (any architecture when `--teacher` is "
         "empty or this file), `.weights.h5` (of the `--teacher` model), or a RepDistiller / "
@@ -102,8 +104,8 @@ class RunConfig:
     momentum: float = _field(0.9, "SGD momentum.")
     weight_decay: float = _field(5e-4, "Weight decay: coupled L2 with sgd, decoupled with adamw.")
     clipnorm: float = _field(0.0, "Clip each parameter's gradient to this norm (Keras's "
-                             "`clipnorm`; 0: no clipping). MSDCRD on a student without "
-                             "normalization layers needs it (1.0).")
+                             "`clipnorm`). 0: none of yours; the Distiller then clips to 1.0 "
+                             "where MSDCRD trains a student without normalization layers.")
     label_smoothing: float = _field(0.0, "Label smoothing of the training cross-entropy, in "
                                     "[0, 1).")
     seed: int = _field(0, "Random seed.")
@@ -170,6 +172,14 @@ class RunConfig:
         from kerasdistill.methods import defaults
 
         return [name for name, _ in defaults.expand(_listed(self.method))]
+
+    def resolved_ce_weight(self):
+        """`ce_weight`, or where it is unset the one `--method` implies (0.1 with `default`, else 1)."""
+        from kerasdistill.methods import defaults
+
+        if self.ce_weight is None:
+            return defaults.ce_weight(_listed(self.method))
+        return self.ce_weight
 
     def export_formats(self):
         """The comma-separated `export` field as a list."""
@@ -265,7 +275,8 @@ def _check_values(config):
             f"--lr_warmup_epochs={config.lr_warmup_epochs!r} needs --lr_schedule=cosine "
             f"(got --lr_schedule={config.lr_schedule!r})."
         )
-    _number("ce_weight", config.ce_weight, 0)
+    if config.ce_weight is not None:
+        _number("ce_weight", config.ce_weight, 0)
 
 
 def _check_method_kwargs(config):

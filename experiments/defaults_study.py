@@ -145,7 +145,7 @@ CANDIDATES = {
 }
 STUDENT, HINTON = "student", "kd"
 # The candidate the study chose as the library's default (`kerasdistill.methods.defaults`).
-CHOSEN = "kd_ls_msdcrd"
+CHOSEN = "kd_ls9_msdcrd"
 MEASURE_STEPS = (10, 40)
 
 flags.DEFINE_list("settings", list(SETTINGS), f"Settings to run, from: {', '.join(SETTINGS)}.")

@@ -180,7 +180,7 @@ def build_models(config, plan, dataset, pipeline, steps):
             teacher,
             trained,
             method_list,
-            ce_weight=config.ce_weight,
+            ce_weight=config.resolved_ce_weight(),
             label_smoothing=config.label_smoothing,
             training_data=training_data(method_list, dataset, steps),
         )

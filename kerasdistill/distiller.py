@@ -48,8 +48,9 @@ class Distiller(keras.Model):
             list of these, or `None` / `[]` (the student alone). Default:
             `"default"`, the methods the defaults study chose
             (`kerasdistill.methods.defaults`: KD on standardized logits at
-            temperature 2 plus MSDCRD, each of weight 1, beside `ce_weight` 1).
-        ce_weight: Weight of the supervised loss `loss_ce`.
+            temperature 2, weight 9, plus MSDCRD, weight 1).
+        ce_weight: Weight of the supervised loss `loss_ce`. Default: 0.1 when
+            `methods` names `"default"` (the study's recipe), else 1.
         teacher_layers: Optional `{tap: layer_name}` overriding where a tap
             some method reads is read in the teacher.
         student_layers: Same for the student.
@@ -66,14 +67,15 @@ class Distiller(keras.Model):
     """
 
     def __init__(
-        self, teacher, student, methods=defaults.DEFAULT, ce_weight=1.0, teacher_layers=None,
+        self, teacher, student, methods=defaults.DEFAULT, ce_weight=None, teacher_layers=None,
         student_layers=None, label_smoothing=0.0, training_data=None, **kwargs,
     ):
         super().__init__(**kwargs)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
-        named_default = isinstance(methods, str) and defaults.DEFAULT in {
-            name.strip() for name in methods.split(",")}
+        named_default = defaults.names_default(methods)
+        if ce_weight is None:
+            ce_weight = defaults.ce_weight(methods)
         methods = registry.get_list(methods)
         try:
             self.taps = FeaturePair(teacher, student, [t for m in methods for t in m.teacher_taps],

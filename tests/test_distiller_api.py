@@ -94,15 +94,20 @@ def test_methods_given_as_names():
 
 def test_no_methods_argument_distils_with_the_default_methods_and_none_is_the_student_alone():
     teacher, student = _pair()
-    kd, msdcrd = kerasdistill.Distiller(teacher, student).methods
-    assert (type(kd), kd.temperature, kd.weight, kd.standardize) == (methods.KD, 2.0, 1.0, True)
+    distiller = kerasdistill.Distiller(teacher, student)
+    kd, msdcrd = distiller.methods
+    assert (type(kd), kd.temperature, kd.weight, kd.standardize) == (methods.KD, 2.0, 9.0, True)
+    assert distiller.ce_weight == 0.1 and distiller.get_config()["ce_weight"] == 0.1
     assert type(msdcrd) is methods.MSDCRD and msdcrd.get_config() == {
         **methods.MSDCRD().get_config(), "name": msdcrd.name}
     assert kerasdistill.Distiller(teacher, student, ce_weight=0.5).ce_weight == 0.5
     assert kerasdistill.Distiller(teacher, student, None).methods == []
     assert kerasdistill.Distiller(teacher, student, []).methods == []
-    listed = kerasdistill.Distiller(teacher, student, "default, at").methods
-    assert [type(m).__name__ for m in listed] == ["KD", "MSDCRD", "AT"]
+    listed = kerasdistill.Distiller(teacher, student, ["default", "at"])
+    assert [type(m).__name__ for m in listed.methods] == ["KD", "MSDCRD", "AT"]
+    assert listed.ce_weight == 0.1
+    assert kerasdistill.Distiller(teacher, student, "kd, msdcrd").ce_weight == 1.0
+    assert kerasdistill.Distiller(teacher, student, methods.MSDCRD()).ce_weight == 1.0
 
 
 def test_misspelled_method_arguments_suggest_the_closest():

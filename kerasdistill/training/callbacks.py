@@ -40,17 +40,18 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 
 class WarnOnTermsOutOfProportion(keras.callbacks.Callback):
-    """Logs one WARNING per distillation term that swamps the labels at the first step.
+    """Logs one WARNING per distillation term that swamps the others at the first step.
 
     At the end of the first training batch of a `fit`, each logged term
-    `loss_<name>` (already weighted) is compared with the weighted supervised
-    term `ce_weight * loss_ce`; a term over `ratio` times it gets a one-line
-    WARNING on the `"kerasdistill"` logger naming the term, the measured
-    ratio and what to change. Training goes on unchanged. Terms under the
-    supervised one are not reported: a warm-up (DKD's) starts them at 0.
+    `loss_<name>` (already weighted) is compared with the rest of the loss: the
+    weighted supervised term `ce_weight * loss_ce` plus every other term. A
+    term over `ratio` times the rest gets a one-line WARNING on the
+    `"kerasdistill"` logger naming the term, the measured ratio and what to
+    change. Training goes on unchanged. Terms under the rest are not reported:
+    a warm-up (DKD's) starts them at 0.
 
     Args:
-        ratio: The factor beyond which a term swamps the labels, `> 1`.
+        ratio: The factor beyond which a term swamps the others, `> 1`.
     """
 
     def __init__(self, ratio=30.0):
@@ -71,14 +72,15 @@ class WarnOnTermsOutOfProportion(keras.callbacks.Callback):
         supervised = getattr(self.model, "ce_weight", 1.0) * logs.get("loss_ce", math.nan)
         if not (math.isfinite(supervised) and supervised > 0):
             return
-        for name, value in sorted(logs.items()):
-            if not name.startswith("loss_") or name == "loss_ce" or not math.isfinite(value):
-                continue
-            if abs(value) > self.ratio * supervised:
+        terms = {name: abs(value) for name, value in logs.items()
+                 if name.startswith("loss_") and name != "loss_ce" and math.isfinite(value)}
+        for name, value in sorted(terms.items()):
+            rest = supervised + sum(terms.values()) - value
+            if value > self.ratio * rest:
                 logger.warning(
-                    "%s is %.0fx the weighted cross-entropy (%.3g) at the first step: the "
-                    "labels are nearly ignored; lower the term's weight or temperature, or "
-                    "use KD(standardize=True).", name, abs(value) / supervised, supervised)
+                    "%s is %.0fx the weighted cross-entropy and the other terms together (%.3g) "
+                    "at the first step: the labels are nearly ignored; lower the term's weight "
+                    "or temperature, or use KD(standardize=True).", name, value / rest, rest)
 
 
 class ThroughputLogger(keras.callbacks.Callback):

@@ -98,9 +98,13 @@ def test_the_default_method_is_the_studys_recipe_and_method_kwargs_refine_it(tmp
     from kerasdistill import methods
 
     config = _distill(tmp_path, method=config_lib.RunConfig().method)
-    standardized_kd = {"temperature": 2.0, "weight": 1.0, "standardize": True}
+    standardized_kd = {"temperature": 2.0, "weight": 9.0, "standardize": True}
     assert config.method == "default" and config.validate().methods == (
         ("kd", methods.KD, standardized_kd), ("msdcrd", methods.MSDCRD, {}))
+    # An unset --ce_weight is the recipe's with `default`, 1 without it; a given one is kept.
+    assert config.ce_weight is None and config.resolved_ce_weight() == 0.1
+    assert _distill(tmp_path, method="kd,msdcrd").resolved_ce_weight() == 1.0
+    assert _distill(tmp_path, method="default", ce_weight=0.5).resolved_ce_weight() == 0.5
     config = _distill(tmp_path, method="default,crd",
                       method_kwargs={"kd": {"temperature": 3.0}, "crd": {"weight": 0.5}})
     assert config.validate().methods == (

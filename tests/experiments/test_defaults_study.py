@@ -206,7 +206,8 @@ def test_the_library_default_is_the_candidate_the_study_chose():
 
     spec = study.CANDIDATES[study.CHOSEN][1](4.0, 1)
     names = [name for name, _ in defaults.DEFAULT_RECIPE]
-    assert spec["method"] == ",".join(names) and spec.get("ce_weight", 1.0) == 1
+    assert spec["method"] == ",".join(names)
+    assert spec.get("ce_weight", 1.0) == defaults.DEFAULT_CE_WEIGHT == 0.1
     assert spec["kwargs"] == {name: kwargs for name, kwargs in defaults.DEFAULT_RECIPE}
 
 

@@ -25,15 +25,24 @@ def _warnings_for(logs_per_batch, caplog, ratio=30.0):
     return [record.getMessage() for record in caplog.records]
 
 
-def test_a_term_over_30x_the_weighted_cross_entropy_gets_one_line_with_the_ratio(caplog):
-    # 0.1 x 4.0 = 0.4 weighted CE; loss_kd 20 is 50x it, loss_msd 0.5 is 1.25x.
-    messages = _warnings_for([{"loss": 20.9, "loss_ce": 4.0, "loss_kd": 20.0, "loss_msd": 0.5}],
+def test_a_term_over_30x_the_rest_of_the_loss_gets_one_line_with_the_ratio(caplog):
+    # 0.1 x 4.0 = 0.4 weighted CE; loss_kd 45 is 50x the rest (0.4 + 0.5), loss_msd 0.5 is
+    # far under its own rest (0.4 + 45).
+    messages = _warnings_for([{"loss": 45.9, "loss_ce": 4.0, "loss_kd": 45.0, "loss_msd": 0.5}],
                              caplog)
     assert messages == [
-        "loss_kd is 50x the weighted cross-entropy (0.4) at the first step: the labels are "
-        "nearly ignored; lower the term's weight or temperature, or use "
-        "KD(standardize=True)."
+        "loss_kd is 50x the weighted cross-entropy and the other terms together (0.9) at the "
+        "first step: the labels are nearly ignored; lower the term's weight or temperature, "
+        "or use KD(standardize=True)."
     ]
+
+
+def test_a_term_over_30x_the_cross_entropy_but_not_the_rest_says_nothing(caplog):
+    # The default recipe's first step: KD 9 on standardized logits is 34x the cross-entropy
+    # (0.1 x 4.6) but under 2x the cross-entropy and MSDCRD's terms together.
+    logs = {"loss_ce": 4.6, "loss_kd": 15.6, "loss_msd_sw": 5.0, "loss_msd_fw": 3.6}
+    assert _warnings_for([logs], caplog) == []
+    assert len(_warnings_for([{"loss_ce": 4.6, "loss_kd": 15.6}], caplog)) == 1
 
 
 def test_only_the_first_step_is_read_and_small_terms_say_nothing(caplog):
@@ -62,9 +71,9 @@ def test_distiller_fit_warns_with_the_ratio_of_its_own_first_step(caplog):
     ratio = logs["loss_kd"][0] / (0.5 * logs["loss_ce"][0])
     warnings = [r.getMessage() for r in caplog.records if "first step" in r.getMessage()]
     assert ratio > 30 and warnings == [
-        f"loss_kd is {ratio:.0f}x the weighted cross-entropy ({0.5 * logs['loss_ce'][0]:.3g}) "
-        "at the first step: the labels are nearly ignored; lower the term's weight or "
-        "temperature, or use KD(standardize=True)."
+        f"loss_kd is {ratio:.0f}x the weighted cross-entropy and the other terms together "
+        f"({0.5 * logs['loss_ce'][0]:.3g}) at the first step: the labels are nearly ignored; "
+        "lower the term's weight or temperature, or use KD(standardize=True)."
     ]
 
 
