@@ -211,3 +211,15 @@ def test_generated_flagfiles_are_up_to_date_and_token_models_use_the_transformer
     # A CNN student of a ViT teacher keeps the SGD recipe.
     assert "--optimizer" not in files["vit_tiny_p4_resnet8x4_dkd.cfg"]
     assert "--momentum=0.9" in files["vit_tiny_p4_resnet8x4_dkd.cfg"]
+    # MSDCRD on a token student (the paper fixed no such pair) is the library's default
+    # methods; CNN students keep KD (T 4) + MSDCRD beside CE 1.
+    from kerasdistill.methods import defaults
+
+    for pair in ("resnet32x4_vit_tiny_p4", "resnet32x4_mixer_s_p4"):
+        flags = dict(line[2:].split("=", 1) for line in files[f"{pair}_msdcrd.cfg"].splitlines()
+                     if line.startswith("--"))
+        assert flags["method"] == ",".join(name for name, _ in defaults.DEFAULT_RECIPE)
+        assert float(flags["ce_weight"]) == defaults.DEFAULT_CE_WEIGHT
+        assert json.loads(flags["method_kwargs"]) == dict(defaults.DEFAULT_RECIPE)
+    for name in ("resnet32x4_resnet8x4_msdcrd.cfg", "vit_tiny_p4_resnet8x4_msdcrd.cfg"):
+        assert "--ce_weight=1.0" in files[name].splitlines()
