@@ -196,7 +196,7 @@ class Distiller(keras.Model):
 
         `StopOnNonFiniteLoss` stops at the first non-finite step, and
         `WarnOnTermsOutOfProportion` logs a WARNING for each term over 30x the
-        weighted cross-entropy at the first step; each is
+        rest of the loss at the first step; each is
         added unless `callbacks` has one of its kind.
 
         Raises:
