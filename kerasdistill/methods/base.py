@@ -74,7 +74,7 @@ class DistillationMethod(keras.layers.Layer):
     # True for methods whose terms read the student's features only through their L2
     # normalization (MSDCRD): their gradients grow the features' scale, which a student
     # without normalization layers passes on to its logits (it diverged under SGD at LR
-    # 0.05 in docs/results.md, "Defaults study"); `Distiller.compile` warns then.
+    # 0.05 in docs/results.md, "Defaults study"); `Distiller.compile` then clips the gradients.
     normalizes_student_features = False
     # True for methods that create weights from the tap shapes (projection heads,
     # memory banks): `build_from_taps` must run before their first call.
