@@ -174,7 +174,7 @@ class RunConfig:
         return [name for name, _ in defaults.expand(_listed(self.method))]
 
     def resolved_ce_weight(self):
-        """`ce_weight`, or where it is unset the one `--method` implies (0.1 with `default`, else 1)."""
+        """`ce_weight`, or where it is unset the one `--method` implies (0.1 with `default`)."""
         from kerasdistill.methods import defaults
 
         if self.ce_weight is None:
