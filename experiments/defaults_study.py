@@ -9,8 +9,9 @@ One base setting (the 100-class development set tin-dev-100-32, resnet20 ->
 resnet8, the SGD reference recipe, the short budget, T = 4) and each axis varied
 from it one at a time (`SETTINGS`): data (CIFAR-10, Fashion-MNIST), pair (CNN ->
 vit_mini_p4, plain `keras.Sequential` conv nets), optimizer (Adam, AdamW with
-Keras's defaults), budget (long) and temperature (10); and the setting of the
-Keras tutorial (Fashion-MNIST, Sequential nets, Adam, T = 10). Every setting trains every
+Keras's defaults), budget (long) and temperature (10); the setting of the
+Keras tutorial (Fashion-MNIST, Sequential nets, Adam, T = 10); and the ViT pair at the
+long budget, where its student learns. Every setting trains every
 candidate (`CANDIDATES`); a row is (setting, candidate), one
 `experiments/cifar100.py` process per (row, seed), `--parallel` at a time,
 resumable (`experiments/seeded_runs.py`, which defines `--seeds` (default 0,1,2),
