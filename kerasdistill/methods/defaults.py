@@ -20,20 +20,34 @@ DEFAULT_RECIPE = (
 DEFAULT_CE_WEIGHT = 0.1
 
 
-def names_default(identifiers):
-    """Whether `identifiers` (what `registry.get_list` takes) name `"default"`.
+def listed(identifiers):
+    """`identifiers` as a list: a comma-separated string split, one identifier wrapped.
 
     Args:
         identifiers: `None`, a method or name, `"kd,default"`, or a list of these.
 
     Returns:
+        A list: `[]` for `None`, the stripped non-empty names of a string.
+    """
+    if identifiers is None:
+        return []
+    if isinstance(identifiers, str):
+        return [name.strip() for name in identifiers.split(",") if name.strip()]
+    if isinstance(identifiers, (list, tuple)):
+        return list(identifiers)
+    return [identifiers]
+
+
+def names_default(identifiers):
+    """Whether `identifiers` (what `registry.get_list` takes) name `"default"`.
+
+    Args:
+        identifiers: As `listed` takes them.
+
+    Returns:
         True when one of the names is `"default"`.
     """
-    if isinstance(identifiers, str):
-        identifiers = identifiers.split(",")
-    elif not isinstance(identifiers, (list, tuple)):
-        identifiers = [identifiers]
-    return any(isinstance(name, str) and name.strip() == DEFAULT for name in identifiers)
+    return any(isinstance(name, str) and name == DEFAULT for name in listed(identifiers))
 
 
 def ce_weight(identifiers):

@@ -103,14 +103,8 @@ def get_list(identifiers):
         A list of new `DistillationMethod` instances (a given instance is
         used as is).
     """
-    if identifiers is None:
-        return []
-    if isinstance(identifiers, str):
-        identifiers = [name.strip() for name in identifiers.split(",") if name.strip()]
-    elif not isinstance(identifiers, (list, tuple)):
-        identifiers = [identifiers]
     found = []
-    for identifier in identifiers:
+    for identifier in defaults.listed(identifiers):
         if isinstance(identifier, str):
             found += [get(name, **kwargs) for name, kwargs in defaults.expand([identifier])]
         else:
